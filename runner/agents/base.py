@@ -1,0 +1,121 @@
+"""What every agent adapter provides: validation, a command line, and a stream reader."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import InvalidAgentConfig
+from runner.outcome import Outcome, Verdict
+from runner.settings import Settings
+
+
+@dataclass
+class RunContext:
+    """What the adapter may use to build the command: all of it the job's own."""
+
+    job: dict[str, Any]
+    config: dict[str, Any]
+    settings: Settings
+    workdir: Path
+    job_dir: Path
+    payload_path: Path
+    prompt: str
+
+
+@dataclass
+class AgentCommand:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+@dataclass
+class RunOutput:
+    exit_code: int | None
+    stderr_tail: list[str] = field(default_factory=list)
+
+
+class StreamReader:
+    """Reads the agent's output line by line as it arrives.
+
+    ``feed`` may raise ``EarlyStop`` when a line decides the outcome before the process
+    ends; ``outcome`` is asked once the process has exited.
+    """
+
+    def feed(self, stream: str, line: str) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def outcome(self, run: RunOutput) -> Outcome:
+        return outcome_from_exit_code(run)
+
+
+def outcome_from_exit_code(run: RunOutput) -> Outcome:
+    """The fallback when an agent's output says nothing more useful."""
+    if run.exit_code == 0:
+        return Outcome(Verdict.SUCCEEDED, result={"exit_code": 0})
+    tail = " | ".join(line.strip() for line in run.stderr_tail[-3:] if line.strip())
+    reason = f"the agent exited with code {run.exit_code}"
+    if tail:
+        reason += f": {tail[:500]}"
+    return Outcome(Verdict.RETRY, reason=reason, result={"exit_code": run.exit_code})
+
+
+class Agent:
+    name = "agent"
+
+    def validate(self, config: dict[str, Any], settings: Settings) -> None:
+        """Raise InvalidAgentConfig for anything wrong in the job's config."""
+
+    def command(self, ctx: RunContext) -> AgentCommand:
+        raise NotImplementedError
+
+    def reader(self) -> StreamReader:
+        return StreamReader()
+
+
+# -- the agent's environment: an allowlist, never the runner's own secrets -------------
+
+_PASSED_THROUGH = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME",
+                   "SHELL", "TERM")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+# Per-job env may not touch these: the runner's settings and secrets, the database, the
+# loader, git's config injection points, or the agent's credentials and endpoint.
+_FORBIDDEN_JOB_ENV = re.compile(
+    r"^(RUNNER_.*|DATABASE_URL|PG[A-Z]*|LD_.*|DYLD_.*|PYTHON(PATH|HOME|STARTUP)|GIT_.*|"
+    r"ANTHROPIC_.*|CLAUDE_.*|OPENAI_.*|CODEX_.*|GEMINI_.*|GOOGLE_.*|PATH|HOME|SSH_.*|"
+    r"BASH_ENV|ENV|IFS|NODE_OPTIONS)$"
+)
+
+
+def base_env(ctx: RunContext) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _PASSED_THROUGH or k.startswith("LC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    s = ctx.settings
+    env.update({
+        "GIT_AUTHOR_NAME": s.git_user_name, "GIT_AUTHOR_EMAIL": s.git_user_email,
+        "GIT_COMMITTER_NAME": s.git_user_name, "GIT_COMMITTER_EMAIL": s.git_user_email,
+        "GIT_TERMINAL_PROMPT": "0",
+        "RUNNER_JOB_ID": str(ctx.job["id"]), "RUNNER_PAYLOAD": str(ctx.payload_path),
+    })
+    env.update(job_env(ctx.config))
+    return env
+
+
+def job_env(config: dict[str, Any]) -> dict[str, str]:
+    extra = config.get("env") or {}
+    if not isinstance(extra, dict):
+        raise InvalidAgentConfig("config.env must be an object of NAME: value strings")
+    out: dict[str, str] = {}
+    for name, value in extra.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise InvalidAgentConfig(f"config.env has an invalid variable name {str(name)[:60]!r}")
+        if _FORBIDDEN_JOB_ENV.match(name):
+            raise InvalidAgentConfig(f"config.env may not set {name}: the runner controls it")
+        if not isinstance(value, (str, int, float, bool)) or "\x00" in str(value):
+            raise InvalidAgentConfig(f"config.env.{name} must be a string")
+        out[name] = str(value)
+    return out

@@ -1,0 +1,118 @@
+"""Wait for work: LISTEN on ``runner_jobs`` with a safety poll, reconnecting if dropped.
+
+The order matters: LISTEN first, then try to claim, then wait. A job inserted between
+an empty claim and the LISTEN would otherwise sit unseen until the next poll.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+import structlog
+from tenacity import (
+    RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential,
+)
+
+from runner.errors import DatabaseUnavailable
+from runner.queue import connect
+from runner.schema import NOTIFY_CHANNEL
+
+log = structlog.get_logger("runner.listen")
+T = TypeVar("T")
+
+# Waits are sliced so a SIGTERM (which only sets a flag) is acted on promptly.
+_SLICE_SECONDS = 0.5
+
+
+class Listener:
+    """A dedicated connection that LISTENs on the jobs channel."""
+
+    def __init__(self, dsn: str, worker_id: str, queues: list[str]) -> None:
+        self.dsn = dsn
+        self.worker_id = worker_id
+        self.queues = set(queues)
+        self.conn: psycopg.Connection | None = None
+
+    def open(self) -> None:
+        self.conn = connect(self.dsn, "listen", self.worker_id)
+        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a NOTIFY about a queued job in one of our queues."""
+        assert self.conn is not None
+        try:
+            for note in self.conn.notifies(timeout=max(seconds, 0.0)):
+                if self._relevant(note.payload):
+                    return True
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(f"the LISTEN connection dropped: {exc}") from exc
+        return False
+
+    def _relevant(self, payload: str) -> bool:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return True  # an unreadable notice is a reason to look, not to ignore
+        return data.get("status") == "queued" and data.get("queue") in self.queues
+
+
+def wait_and_claim(
+    claim: Callable[[], T | None], listener: Listener, *, wait_seconds: float,
+    poll_seconds: float, stop: threading.Event,
+) -> T | None:
+    """Claim now, or LISTEN until a job comes, re-checking every ``poll_seconds``.
+
+    Returns the claim, or None when the deadline passes or ``stop`` is set. A dropped
+    LISTEN connection is reopened with backoff until the deadline.
+    """
+    deadline = time.monotonic() + wait_seconds
+    _reconnect(listener, deadline)
+    try:
+        while True:
+            found = claim()
+            if found is not None or stop.is_set():
+                return found
+            next_poll = min(deadline, time.monotonic() + poll_seconds)
+            while not stop.is_set():
+                remaining = next_poll - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    if listener.wait(min(remaining, _SLICE_SECONDS)):
+                        break
+                except DatabaseUnavailable as exc:
+                    log.warning("listen_connection_lost", error=str(exc))
+                    _reconnect(listener, deadline)
+                    break  # claim at once: a NOTIFY may have been missed while down
+            if time.monotonic() >= deadline:
+                return None if stop.is_set() else claim()
+    finally:
+        listener.close()
+
+
+def _reconnect(listener: Listener, deadline: float) -> None:
+    listener.close()
+    retrying = Retrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(max(deadline - time.monotonic(), 1.0)),
+        before_sleep=lambda state: log.warning(
+            "listen_reconnect_retry", attempt=state.attempt_number,
+            error=str(state.outcome.exception()) if state.outcome else None),
+        reraise=True,
+    )
+    try:
+        retrying(listener.open)
+    except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+        raise DatabaseUnavailable("the LISTEN connection could not be reopened") from exc

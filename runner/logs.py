@@ -1,0 +1,155 @@
+"""The iteration's output: the runner's own lines (structlog) and the agent's, in one log.
+
+Under the supervisor, stdout *is* ``logs/runs/<timestamp>.log`` (``RUNNER_RUN_LOG``).
+Run by hand, the iteration opens such a file itself. Either way ``logs/jobs/<id>.log``
+is a relative link to it, so ``tail -f`` on a job's log shows the agent live, and the
+link survives a bind mount at another path.
+
+Every line passes the redactor: the values of the runner's secrets never reach a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from runner.settings import Settings
+
+REDACTED = "***"
+_MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
+
+
+class Redactor:
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LEN},
+                              key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    values = [settings.database_url.get_secret_value()]
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        password = conninfo_to_dict(settings.dsn).get("password")
+        if password:
+            values.append(str(password))
+    except Exception:  # an unparsable URL fails later, with its own message
+        pass
+    if settings.git_token is not None:
+        values.append(settings.git_token.get_secret_value())
+    for name in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "OPENAI_API_KEY",
+                 "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "RUNNER_GIT_TOKEN"):
+        if os.environ.get(name):
+            values.append(os.environ[name])
+    return values
+
+
+class Sink:
+    """Writes whole lines to stdout and, when the iteration opened one, its own run log."""
+
+    def __init__(self, redactor: Redactor, extra: IO[str] | None = None) -> None:
+        self.redact = redactor
+        self.extra = extra
+        self.lock = threading.Lock()
+
+    def write_line(self, line: str) -> None:
+        line = self.redact(line.rstrip("\n")) + "\n"
+        with self.lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if self.extra is not None:
+                self.extra.write(line)
+                self.extra.flush()
+
+    def agent_line(self, stream: str, line: str) -> None:
+        # Agent stdout is kept verbatim (it is the agent's event stream, for `runner logs`);
+        # stderr is marked so a reader can tell the two apart.
+        self.write_line(line if stream == "stdout" else f"[agent stderr] {line}")
+
+    def close(self) -> None:
+        if self.extra is not None:
+            self.extra.close()
+
+
+class _SinkLogger:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def msg(self, message: str) -> None:
+        self.sink.write_line(message)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _time_level_event_first(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    head = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    return {**head, **event}
+
+
+def run_log_path(settings: Settings) -> tuple[Path, bool]:
+    """The run log: the supervisor's (RUNNER_RUN_LOG), or a new one of our own."""
+    given = os.environ.get("RUNNER_RUN_LOG")
+    if given:
+        return Path(given).resolve(), False
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return settings.log_dir / "runs" / f"{stamp}-{os.getpid()}.log", True
+
+
+def setup(settings: Settings) -> tuple[Sink, Path]:
+    run_log, ours = run_log_path(settings)
+    extra = None
+    if ours:
+        run_log.parent.mkdir(parents=True, exist_ok=True)
+        extra = open(run_log, "a", encoding="utf-8")  # noqa: SIM115 - lives for the process
+    sink = Sink(Redactor(secrets_of(settings)), extra)
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if sys.stdout.isatty() else "json"
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                     else structlog.processors.JSONRenderer(default=str))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _time_level_event_first,
+            renderer,
+        ],
+        logger_factory=lambda *args: _SinkLogger(sink),
+        cache_logger_on_first_use=False,
+    )
+    return sink, run_log
+
+
+def link_job_log(settings: Settings, job_id: str, run_log: Path) -> Path:
+    """logs/jobs/<id>.log -> ../runs/<file> (relative). A retried job's link moves on."""
+    jobs_dir = settings.log_dir / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    link = jobs_dir / f"{job_id}.log"
+    target = os.path.relpath(run_log, jobs_dir)
+    tmp = jobs_dir / f".{job_id}.log.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+    return link
+
+
+def bind(**values: Any) -> None:
+    structlog.contextvars.bind_contextvars(**{k: str(v) for k, v in values.items()})
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

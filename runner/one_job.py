@@ -1,0 +1,94 @@
+"""One iteration of the worker: ``python -m runner.one_job`` (see docs and DESIGN.md).
+
+    settings → presence + reconcile → claim, or LISTEN until the wait deadline
+    → the job's log → run the job (runner.job) → exit code for the supervisor
+
+Exit codes: 0 a job reached a recorded state or none came; 1 the iteration failed;
+3 the agent's credentials were rejected; 4 the agent hit its usage limit; 143 stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import structlog
+
+from runner import logs
+from runner.errors import IterationError, SettingsError
+from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
+from runner.listen import Listener, wait_and_claim
+from runner.queue import Claim, Queue
+from runner.reconcile import reconcile
+from runner.settings import Settings, load_settings
+
+log = structlog.get_logger("runner.one_job")
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    sink, run_log = logs.setup(settings)
+    stop = _stop_on_signals()
+    logs.bind(worker_id=settings.worker_id)
+    try:
+        return iterate(settings, sink, run_log, stop)
+    except IterationError as exc:
+        log.error("iteration_failed", error=str(exc))
+        return EXIT_FAILED
+    except Exception:
+        log.exception("iteration_crashed")
+        return EXIT_FAILED
+    finally:
+        sink.close()
+
+
+def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event) -> int:
+    with Queue.open(settings.dsn, settings.worker_id) as queue:
+        queue.worker_seen("starting", queues=settings.queues)
+        reconcile(queue)
+        claim = claim_or_wait(queue, settings, stop)
+        if claim is None:
+            queue.worker_seen("idle", queues=settings.queues)
+            log.info("no_job", waited_seconds=settings.wait_seconds, stopped=stop.is_set())
+            return EXIT_STOPPED if stop.is_set() else EXIT_OK
+        queue.worker_seen("running", current_job=claim.id, queues=settings.queues)
+        code = JobRun(settings, queue, claim, sink, run_log, stop).run()
+        queue.worker_seen("idle", queues=settings.queues)
+        return code
+
+
+def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Claim | None:
+    def claim() -> Claim | None:
+        requeued = queue.requeue_expired()
+        if requeued:
+            log.warning("expired_leases_requeued", jobs=[str(j) for j in requeued])
+        return queue.claim(settings.queues, settings.lease_seconds)
+
+    listener = Listener(settings.dsn, settings.worker_id, settings.queues)
+    return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
+                          poll_seconds=settings.poll_seconds, stop=stop)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            log.warning("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code) if code == EXIT_STOPPED else sys.exit(code)

@@ -1,0 +1,181 @@
+"""The queue: the one small interface the iteration calls, over ``sql/queries.sql``.
+
+Each method runs one statement in its own short transaction (autocommit); no
+transaction stays open while an agent runs. Writes after the claim carry the claim
+token and report whether they still owned the job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from runner import __version__
+from runner.errors import DatabaseUnavailable
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
+
+
+@cache
+def queries() -> dict[str, str]:
+    text = resources.files("runner").joinpath("sql/queries.sql").read_text()
+    parts = _NAME.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker holds: the row as claimed, and the token that proves it."""
+
+    job: dict[str, Any]
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.job["id"]
+
+    @property
+    def token(self) -> uuid.UUID:
+        return self.job["claim_token"]
+
+
+def connect(dsn: str, purpose: str, worker_id: str = "") -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, row_factory=dict_row, connect_timeout=10,
+            application_name=f"runner:{purpose}:{worker_id}"[:63],
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"the database cannot be reached: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Queue:
+    """Every queue statement, bound to one connection and one worker identity."""
+
+    def __init__(self, conn: psycopg.Connection, worker_id: str) -> None:
+        self.conn = conn
+        self.worker_id = worker_id
+
+    @classmethod
+    def open(cls, dsn: str, worker_id: str, purpose: str = "queue") -> "Queue":
+        return cls(connect(dsn, purpose, worker_id), worker_id)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(queries()[name], params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"the database connection failed: {_one_line(exc)}") from exc
+
+    # -- enqueue and operator actions -------------------------------------------------
+
+    def enqueue(
+        self, *, prompt: str = "", queue: str = "default", kind: str = "task",
+        priority: int = 0, max_attempts: int = 3, repo_url: str | None = None,
+        base_ref: str | None = None, branch: str | None = None,
+        payload: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+        run_after: datetime | None = None,
+    ) -> dict[str, Any]:
+        rows = self._run(
+            "enqueue", prompt=prompt, queue=queue, kind=kind, priority=priority,
+            max_attempts=max_attempts, repo_url=repo_url, base_ref=base_ref, branch=branch,
+            payload=Jsonb(payload or {}), config=Jsonb(config or {}), run_after=run_after,
+        )
+        return rows[0]
+
+    def request_cancel(self, job_id: uuid.UUID | str, by: str = "operator") -> str | None:
+        """Flag a job for cancelling; returns its status afterwards, None if not cancellable."""
+        rows = self._run("request_cancel", id=job_id, worker_id=None, by=by)
+        return rows[0]["status"] if rows else None
+
+    def retry(self, job_id: uuid.UUID | str, by: str = "operator") -> bool:
+        return bool(self._run("retry", id=job_id, worker_id=None, by=by))
+
+    def get(self, job_id: uuid.UUID | str) -> dict[str, Any] | None:
+        rows = self._run("get_job", id=job_id)
+        return rows[0] if rows else None
+
+    def list(self, status: str | None = None, queue: str | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        return self._run("list_jobs", status=status, queue=queue, limit=limit)
+
+    def events(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        return self._run("job_events", id=job_id)
+
+    # -- the worker's side ------------------------------------------------------------
+
+    def requeue_expired(self) -> list[uuid.UUID]:
+        return [r["job_id"] for r in self._run("requeue_expired", worker_id=self.worker_id)]
+
+    def claim(self, queues: list[str], lease_seconds: float) -> Claim | None:
+        rows = self._run("claim", queues=list(queues), worker_id=self.worker_id,
+                         pid=os.getpid(), lease_seconds=lease_seconds)
+        return Claim(rows[0]) if rows else None
+
+    def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
+        return bool(self._run("mark_running", id=claim.id, token=claim.token,
+                              worker_id=self.worker_id, worktree_path=worktree_path,
+                              detail=Jsonb(detail)))
+
+    def renew(self, claim: Claim, lease_seconds: float) -> dict[str, Any] | None:
+        """Extend the lease; None when the claim is lost."""
+        rows = self._run("renew_lease", id=claim.id, token=claim.token,
+                         lease_seconds=lease_seconds)
+        return rows[0] if rows else None
+
+    def finish(self, claim: Claim, status: str, *, result: dict[str, Any] | None = None,
+               error: str | None = None, **detail: Any) -> bool:
+        if error is not None:
+            detail.setdefault("error", error)
+        return bool(self._run(
+            "finish", id=claim.id, token=claim.token, worker_id=self.worker_id, status=status,
+            result=Jsonb(result) if result is not None else None, error=error,
+            detail=Jsonb(detail),
+        ))
+
+    def requeue(self, claim: Claim, *, event: str, reason: str, refund_attempt: bool,
+                run_after: datetime | None = None, result: dict[str, Any] | None = None,
+                keep_error: bool = True, **detail: Any) -> bool:
+        return bool(self._run(
+            "requeue", id=claim.id, token=claim.token, worker_id=self.worker_id, event=event,
+            refund_attempt=refund_attempt, run_after=run_after,
+            result=Jsonb(result) if result is not None else None,
+            error=reason if keep_error else None,
+            detail=Jsonb({"reason": reason, **detail}),
+        ))
+
+    def held_by_me(self) -> list[dict[str, Any]]:
+        return self._run("held_by_worker", worker_id=self.worker_id)
+
+    def worker_seen(self, state: str, current_job: uuid.UUID | None = None,
+                    queues: list[str] | None = None) -> None:
+        self._run("worker_seen", id=self.worker_id, host=socket.gethostname(),
+                  pid=os.getpid(), version=__version__, state=state,
+                  current_job=current_job, queues=Jsonb(queues or []))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._run("list_workers")

@@ -1,0 +1,46 @@
+"""Hand back what a previous, crashed iteration of this worker left claimed.
+
+Iterations of one worker run one after another, so a job still claimed under this
+worker id by a process that no longer exists was abandoned mid-run (SIGKILL, OOM, power
+loss). Waiting for its lease to expire would idle the job for up to a lease; we know
+better. The attempt stays counted: the job itself may be what killed the worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from runner.queue import Claim, Queue
+
+log = structlog.get_logger("runner.reconcile")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile(queue: Queue) -> list[str]:
+    handed_back = []
+    for row in queue.held_by_me():
+        if row["claimed_pid"] == os.getpid() or _alive(row["claimed_pid"]):
+            continue  # pid reuse or a live sibling: the lease decides instead
+        claim = Claim(row)
+        reason = f"a previous iteration of this worker (pid {row['claimed_pid']}) died holding it"
+        if row["attempts"] >= row["max_attempts"]:
+            done = queue.finish(claim, "failed", error=f"{reason}; no attempts left")
+        else:
+            done = queue.requeue(claim, event="reconciled", reason=reason, refund_attempt=False)
+        if done:
+            handed_back.append(str(row["id"]))
+            log.warning("reconciled_abandoned_job", job_id=str(row["id"]), reason=reason)
+    return handed_back

@@ -1,0 +1,95 @@
+"""The tables that are the contract with the web app — one definition, SQLAlchemy Core.
+
+Alembic migrations create them; the queue's SQL (``runner/sql/queries.sql``) reads and
+writes them. A web app in any language enqueues with a plain INSERT into ``jobs``; the
+trigger installed by the first migration announces it on the ``runner_jobs`` channel.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
+    MetaData, Table, Text, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+NOTIFY_CHANNEL = "runner_jobs"
+
+JOB_STATUSES = ("queued", "claimed", "running", "succeeded", "failed", "blocked", "cancelled")
+ACTIVE_STATUSES = ("claimed", "running")
+FINAL_STATUSES = ("succeeded", "failed", "blocked", "cancelled")
+
+metadata = MetaData()
+
+_now = text("now()")
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("queue", Text, nullable=False, server_default="default"),
+    Column("kind", Text, nullable=False, server_default="task"),
+    Column("status", Text, nullable=False, server_default="queued"),
+    # Higher runs first; equal priorities run oldest first.
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("run_after", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="3"),
+    Column("repo_url", Text),
+    Column("base_ref", Text),
+    Column("branch", Text),
+    Column("prompt", Text, nullable=False, server_default=""),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("config", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Ownership: every write after the claim is conditional on this token.
+    Column("claim_token", UUID(as_uuid=True)),
+    Column("claimed_by", Text),
+    Column("claimed_pid", Integer),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("worktree_path", Text),
+    Column("result", JSONB),
+    Column("error", Text),
+    Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="jobs_status_known"
+    ),
+    CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_positive"),
+    CheckConstraint("attempts >= 0", name="jobs_attempts_not_negative"),
+    # Matches the claim's ORDER BY (priority DESC, created_at, id) over queued rows only,
+    # so the claim stays an index walk however many rows the table holds.
+    Index(
+        "jobs_queued_claim_order", text("priority DESC"), "created_at", "id",
+        postgresql_where=text("status = 'queued'"),
+    ),
+    # Requeueing expired leases looks only at the few active rows.
+    Index("jobs_active_lease", "lease_until", postgresql_where=text("status IN ('claimed', 'running')")),
+    Index("jobs_status_queue", "status", "queue"),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("current_job", UUID(as_uuid=True)),
+    Column("queues", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+job_events = Table(
+    "job_events", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("worker_id", Text),
+    Column("event", Text, nullable=False),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index("job_events_job_at", "job_id", "at"),
+)

@@ -1,0 +1,146 @@
+"""Settings from the environment (``RUNNER_*`` plus ``DATABASE_URL``), validated at start.
+
+A bad value stops the process with the setting's name and what was expected: an
+operator who typed ``RUNNER_LEASE_SECONDS=5m`` reads exactly that, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from runner.errors import SettingsError
+
+CommaList = Annotated[list[str], NoDecode]
+
+PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
+AGENTS = ("claude", "codex", "gemini", "stub", "command")
+
+
+def _default_worker_id() -> str:
+    # The supervisor exports a stable RUNNER_WORKER_ID; a bare iteration gets a unique one.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _packaged_rules() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_agent_rules" / "CLAUDE.md", here.parent / "CLAUDE.md"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        validation_alias=AliasChoices("DATABASE_URL", "RUNNER_DATABASE_URL"),
+        description="PostgreSQL URL, e.g. postgresql://user:pass@host:5432/db",
+    )
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
+    queues: CommaList = Field(default_factory=lambda: ["default"], min_length=1)
+
+    lease_seconds: int = Field(default=300, ge=2, le=86400)
+    wait_seconds: float = Field(default=270, ge=0, le=86400)
+    poll_seconds: float = Field(default=5, gt=0, le=3600)
+    job_timeout_seconds: int = Field(default=3600, ge=1)
+    kill_grace_seconds: float = Field(default=10, ge=0, le=600)
+    retry_backoff_seconds: float = Field(default=60, ge=0)
+    retry_backoff_max_seconds: float = Field(default=3600, ge=0)
+
+    job_root: Path = Path("data/jobs")
+    cache_dir: Path = Path("data/cache")
+    log_dir: Path = Path("logs")
+    state_dir: Path = Path("state")
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    default_agent: Literal["claude", "codex", "gemini", "stub", "command"] = "claude"
+    allowed_agents: CommaList = Field(default_factory=lambda: list(AGENTS))
+    allowed_permission_modes: CommaList = Field(
+        default_factory=lambda: ["default", "acceptEdits", "plan"]
+    )
+    agent_command: str | None = None
+    claude_bin: str = "claude"
+    codex_bin: str = "codex"
+    gemini_bin: str = "gemini"
+    agent_rules_file: Path | None = Field(default_factory=_packaged_rules)
+
+    allowed_repo_hosts: CommaList = Field(
+        default_factory=lambda: ["github.com", "gitlab.com", "bitbucket.org"]
+    )
+    allow_file_repos: bool = False
+    git_user_name: str = "runner"
+    git_user_email: str = "runner@localhost"
+    git_token: SecretStr | None = None
+
+    @field_validator("queues", "allowed_agents", "allowed_permission_modes",
+                     "allowed_repo_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_agents")
+    @classmethod
+    def _known_agents(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(AGENTS))
+        if unknown:
+            raise ValueError(f"unknown agent(s) {unknown}; known: {', '.join(AGENTS)}")
+        return value
+
+    @field_validator("allowed_permission_modes")
+    @classmethod
+    def _known_modes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PERMISSION_MODES))
+        if unknown:
+            raise ValueError(f"unknown mode(s) {unknown}; known: {', '.join(PERMISSION_MODES)}")
+        return value
+
+    @field_validator("job_root", "cache_dir", "log_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def dsn(self) -> str:
+        """The database URL in the form libpq understands (SQLAlchemy's prefix removed)."""
+        return libpq_dsn(self.database_url.get_secret_value())
+
+
+def libpq_dsn(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def _env_name(field: str) -> str:
+    if field == "database_url":
+        return "DATABASE_URL"
+    return "RUNNER_" + field.upper()
+
+
+_SECRET_FIELDS = {"database_url", "git_token"}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, or raise SettingsError naming each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = _env_name(field)
+            if error["type"] == "missing":
+                lines.append(f"{name}: required but not set")
+                continue
+            shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+            lines.append(f"{name}: {error['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
