@@ -1,0 +1,42 @@
+"""A small fake agent for fast tests, run as the ``command`` agent.
+
+It reads its job from ``$RUNNER_PAYLOAD`` and does what ``config.fake`` says, in order:
+``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``blocked`` (writes BLOCKED.md),
+``grandchild`` (starts a process that tries to outlive it, writing its pid to a file),
+``sleep`` seconds, then exits with ``exit`` (default 0). ``pidfile`` records its own pid.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+payload = json.loads(Path(os.environ["RUNNER_PAYLOAD"]).read_text())
+spec = (payload.get("config") or {}).get("fake") or {}
+
+if spec.get("pidfile"):
+    Path(spec["pidfile"]).write_text(str(os.getpid()))
+for line in spec.get("stdout", []):
+    print(line if isinstance(line, str) else json.dumps(line), flush=True)
+for line in spec.get("stderr", []):
+    print(line, file=sys.stderr, flush=True)
+for name, text in (spec.get("write") or {}).items():
+    Path(name).write_text(text)
+if spec.get("commit"):
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", spec["commit"]], check=True)
+if spec.get("blocked"):
+    Path("BLOCKED.md").write_text(spec["blocked"])
+if spec.get("grandchild"):
+    # Ignores SIGTERM and detaches its output: only a group SIGKILL ends it.
+    code = ("import os,signal,sys,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+            f"open({spec['grandchild']!r},'w').write(str(os.getpid()));time.sleep(600)")
+    subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+if spec.get("env_dump"):
+    Path(spec["env_dump"]).write_text(json.dumps(dict(os.environ)))
+time.sleep(float(spec.get("sleep", 0)))
+print(json.dumps({"fake": "done"}), flush=True)
+sys.exit(int(spec.get("exit", 0)))
