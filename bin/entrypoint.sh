@@ -98,9 +98,9 @@ drop_privileges() {
     export RUNNER_ENTRYPOINT_DROPPED=1
     log "dropping root: continuing as uid=$uid gid=$gid (HOME=$HOME)"
     if command -v setpriv > /dev/null; then
-        exec setpriv --reuid="$uid" --regid="$gid" "$groups_opt" --inh-caps=-all -- "$SELF" "$@"
+        exec setpriv --reuid="$uid" --regid="$gid" "$groups_opt" --inh-caps=-all -- "$BASH" "$SELF" "$@"
     elif command -v gosu > /dev/null; then
-        exec gosu "$uid:$gid" "$SELF" "$@"
+        exec gosu "$uid:$gid" "$BASH" "$SELF" "$@"
     fi
     die "neither setpriv (util-linux) nor gosu is installed: cannot drop root"
 }
