@@ -42,6 +42,7 @@ __all__ = [
     "Responder",
     "error",
     "last_user_content",
+    "rate_limit_headers",
     "script",
     "slow_text",
     "system_text",

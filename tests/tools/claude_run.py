@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 FAKE_API_KEY = "sk-ant-api03-fake-key-for-loopback-tests-only"
+# A fake subscription (claude.ai) token: with it, instead of an API key, the CLI reads the
+# anthropic-ratelimit-unified-* headers and reports usage limits.
+FAKE_OAUTH_TOKEN = "sk-ant-oat01-fake-oauth-token-for-loopback-tests-only"
 DEFAULT_MODEL = "claude-sonnet-4-5"
 
 
@@ -25,17 +28,25 @@ def claude_argv(binary: Path | str, prompt: str, *, model: str = DEFAULT_MODEL,
 
 
 def claude_env(home: Path | str, base_url: str, *, api_key: str = FAKE_API_KEY,
-               max_retries: int | None = None, **extra: str) -> dict[str, str]:
-    """A minimal allowlisted environment: nothing from the caller but PATH/LANG."""
+               oauth_token: str | None = None, max_retries: int | None = None,
+               **extra: str) -> dict[str, str]:
+    """A minimal allowlisted environment: nothing from the caller but PATH/LANG.
+
+    With ``oauth_token`` the CLI authenticates as a subscription user
+    (CLAUDE_CODE_OAUTH_TOKEN) and no ANTHROPIC_API_KEY is set.
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": api_key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
     }
+    if oauth_token:
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = oauth_token
+    else:
+        env["ANTHROPIC_API_KEY"] = api_key
     if max_retries is not None:
         env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)
     env.update(extra)
