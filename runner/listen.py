@@ -1,7 +1,8 @@
 """Wait for work: LISTEN on ``runner_jobs`` with a safety poll, reconnecting if dropped.
 
 The order matters: LISTEN first, then try to claim, then wait. A job inserted between
-an empty claim and the LISTEN would otherwise sit unseen until the next poll.
+an empty claim and the LISTEN would otherwise sit unseen until the next poll. (A first
+claim before any LISTEN is only a shortcut for a busy queue.)
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from tenacity import (
 )
 
 from runner.errors import DatabaseUnavailable
-from runner.queue import connect
-from runner.schema import NOTIFY_CHANNEL
+from runner.queue import NOTIFY_CHANNEL, connect
 
 log = structlog.get_logger("runner.listen")
 T = TypeVar("T")
@@ -77,6 +77,9 @@ def wait_and_claim(
     LISTEN connection is reopened with backoff until the deadline.
     """
     deadline = time.monotonic() + wait_seconds
+    found = claim()  # the common case under load: no LISTEN connection needed at all
+    if found is not None or stop.is_set() or wait_seconds <= 0:
+        return found
     _reconnect(listener, deadline)
     try:
         while True:

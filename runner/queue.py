@@ -25,6 +25,9 @@ from runner import __version__
 from runner.errors import DatabaseUnavailable
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
+# The channel the jobs trigger announces on (set in the first migration). Defined here,
+# not in runner.schema, so an iteration never imports SQLAlchemy.
+NOTIFY_CHANNEL = "runner_jobs"
 
 
 @cache

@@ -13,7 +13,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-NOTIFY_CHANNEL = "runner_jobs"
+from runner.queue import NOTIFY_CHANNEL  # noqa: F401 - part of the contract
 
 JOB_STATUSES = ("queued", "claimed", "running", "succeeded", "failed", "blocked", "cancelled")
 ACTIVE_STATUSES = ("claimed", "running")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from runner.queue import Queue
 from tests.conftest import fake, make_git_repo, run_one_job, start_one_job
@@ -192,6 +193,7 @@ def test_a_restarted_worker_hands_back_what_its_dead_iteration_held(runner_env, 
     assert "reconciled" in [e["event"] for e in queue.events(job["id"])]
 
 
+@pytest.mark.slow
 def test_eight_workers_share_two_hundred_jobs_each_run_once(runner_env, queue, tmp_path):
     ids = [queue.enqueue(prompt=f"job {i}", config={"agent": "stub"})["id"] for i in range(200)]
     failures: list[str] = []
