@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
     sub.add_parser("workers", help="the workers and when each was last seen")
+    p = sub.add_parser("prune", help="delete finished jobs (and their events) older than N days")
+    p.add_argument("--days", type=float, required=True)
     return parser
 
 
@@ -196,4 +198,14 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
     print(table(rows, ["id", "host", "pid", "state", "current_job", "last_seen_at", "version"]))
+    return 0
+
+
+@command("prune")
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    total = 0
+    with _queue(settings) as q:
+        while deleted := q.prune_finished(args.days):
+            total += deleted
+    print(f"deleted {total} finished job(s) older than {args.days:g} days")
     return 0

@@ -82,6 +82,8 @@ class JobRun:
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
                          payload_path=payload_path, prompt=prompt)
         command = agent.command(ctx)
+        if self.stop.is_set():  # stopped while the worktree was being prepared
+            return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped before the agent started")
         if not self.queue.mark_running(self.claim, str(self.workspace.path), agent=agent.name,
                                        pid=os.getpid()):
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")

@@ -9,10 +9,10 @@ Exit codes: 0 a job reached a recorded state or none came; 1 the iteration faile
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
+import time
 
 import structlog
 
@@ -52,6 +52,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
     with Queue.open(settings.dsn, settings.worker_id) as queue:
         queue.worker_seen("starting", queues=settings.queues)
         reconcile(queue)
+        prune_now_and_then(queue, settings)
         claim = claim_or_wait(queue, settings, stop)
         if claim is None:
             queue.worker_seen("idle", queues=settings.queues)
@@ -61,6 +62,20 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         code = JobRun(settings, queue, claim, sink, run_log, stop).run()
         queue.worker_seen("idle", queues=settings.queues)
         return code
+
+
+def prune_now_and_then(queue: Queue, settings: Settings) -> None:
+    """Delete old finished jobs, at most once an hour per worker, a batch at a time."""
+    if not settings.prune_after_days:
+        return
+    stamp = settings.state_dir / "last_prune"
+    if stamp.exists() and time.time() - stamp.stat().st_mtime < 3600:
+        return
+    deleted = queue.prune_finished(settings.prune_after_days)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    if deleted:
+        log.info("pruned_finished_jobs", count=deleted, older_than_days=settings.prune_after_days)
 
 
 def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Claim | None:
@@ -89,6 +104,4 @@ def _stop_on_signals() -> threading.Event:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code) if code == EXIT_STOPPED else sys.exit(code)
+    sys.exit(main())

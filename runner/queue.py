@@ -171,6 +171,9 @@ class Queue:
             detail=Jsonb({"reason": reason, **detail}),
         ))
 
+    def prune_finished(self, days: float, limit: int = 1000) -> int:
+        return len(self._run("prune_finished", days=days, limit=limit))
+
     def held_by_me(self) -> list[dict[str, Any]]:
         return self._run("held_by_worker", worker_id=self.worker_id)
 

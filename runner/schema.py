@@ -68,6 +68,9 @@ jobs = Table(
     # Requeueing expired leases looks only at the few active rows.
     Index("jobs_active_lease", "lease_until", postgresql_where=text("status IN ('claimed', 'running')")),
     Index("jobs_status_queue", "status", "queue"),
+    # Pruning finished jobs walks only these.
+    Index("jobs_finished_at", "finished_at",
+          postgresql_where=text("status IN ('succeeded', 'failed', 'blocked', 'cancelled')")),
 )
 
 workers = Table(

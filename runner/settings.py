@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(default=10, ge=0, le=600)
     retry_backoff_seconds: float = Field(default=60, ge=0)
     retry_backoff_max_seconds: float = Field(default=3600, ge=0)
+    # Finished jobs older than this are deleted (0 keeps them for ever).
+    prune_after_days: float = Field(default=30, ge=0)
 
     job_root: Path = Path("data/jobs")
     cache_dir: Path = Path("data/cache")

@@ -125,3 +125,17 @@ def test_concurrent_claimers_never_share_a_job(db_url, queue):
     for t in threads:
         t.join()
     assert len(taken) == 300 and len(set(taken)) == 300
+
+
+def test_prune_removes_only_old_finished_jobs(queue):
+    old = queue.enqueue(prompt="old")
+    recent = queue.enqueue(prompt="recent")
+    waiting = queue.enqueue(prompt="waiting")
+    for _ in range(2):
+        queue.finish(queue.claim(["default"], 60), "succeeded")
+    queue.conn.execute("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s",
+                       (old["id"],))
+    assert queue.prune_finished(days=30) == 1
+    assert queue.get(old["id"]) is None and queue.events(old["id"]) == []
+    assert queue.get(recent["id"])["status"] == "succeeded"
+    assert queue.get(waiting["id"])["status"] == "queued"

@@ -155,6 +155,20 @@ INSERT INTO job_events (job_id, worker_id, event, detail)
 SELECT id, %(worker_id)s::text, 'retried', jsonb_build_object('by', %(by)s::text) FROM updated
 RETURNING job_id;
 
+-- name: prune_finished
+-- Keeps the hot table small: finished jobs older than the retention go, with their
+-- events (ON DELETE CASCADE). In batches, skipping rows someone else is touching.
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE status IN ('succeeded', 'failed', 'blocked', 'cancelled')
+      AND finished_at < now() - make_interval(days => %(days)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs j USING doomed WHERE j.id = doomed.id
+RETURNING j.id;
+
 -- name: held_by_worker
 -- What a previous iteration of this worker may have left behind when it crashed.
 SELECT id, claim_token, claimed_pid, status, attempts, max_attempts
