@@ -123,12 +123,13 @@ def libpq_dsn(url: str) -> str:
 
 
 def _env_name(field: str) -> str:
-    if field == "database_url":
+    # Errors name the field, or for aliased fields the alias that was looked up.
+    if field.lower() in ("database_url", "runner_database_url"):
         return "DATABASE_URL"
-    return "RUNNER_" + field.upper()
+    return field if field.startswith("RUNNER_") else "RUNNER_" + field.upper()
 
 
-_SECRET_FIELDS = {"database_url", "git_token"}
+_SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN"}
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -143,6 +144,6 @@ def load_settings(**overrides: Any) -> Settings:
             if error["type"] == "missing":
                 lines.append(f"{name}: required but not set")
                 continue
-            shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+            shown = "" if name in _SECRET_FIELDS else f" (got {error.get('input')!r})"
             lines.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

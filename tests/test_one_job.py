@@ -228,7 +228,8 @@ def test_a_bad_setting_stops_the_iteration_naming_it(runner_env):
     assert proc.returncode == 1
     assert "RUNNER_LEASE_SECONDS" in proc.stderr and "integer" in proc.stderr
     proc = run_one_job({k: v for k, v in runner_env.items() if k != "DATABASE_URL"})
-    assert proc.returncode == 1 and "DATABASE_URL: required but not set" in proc.stderr
+    assert proc.returncode == 1
+    assert "\n  DATABASE_URL: required but not set" in proc.stderr
 
 
 def test_database_down_exits_1_with_a_message(runner_env):
