@@ -19,7 +19,6 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 FAKES = REPO / "tests" / "fakes"
@@ -55,9 +54,10 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _with_db(dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    """The same server, another database, as a URL (Alembic's env.py needs a URL)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(dsn).set(database=dbname).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
