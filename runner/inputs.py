@@ -50,17 +50,17 @@ def check_repo_url(url: Any, settings: Settings) -> str:
         raise InvalidRepository("repo_url is empty")
     if len(url) > MAX_URL:
         raise InvalidRepository(f"repo_url is too long ({len(url)} characters; at most {MAX_URL})")
-    if any(not 0x21 <= ord(c) <= 0x7E for c in url):
-        raise InvalidRepository("repo_url must be printable ASCII without spaces or control "
-                                "characters (percent-encode anything else)")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in unquote(url)):
-        raise InvalidRepository("repo_url contains percent-encoded control characters")
     if url.startswith("-"):
         raise InvalidRepository("repo_url must not start with '-' (git would read it as an option)")
     head = url.split("/", 1)[0]
     if "::" in head or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
         raise InvalidRepository("repo_url uses a git remote-helper 'transport::address' form "
                                 "(such as ext:: or fd::), which is never allowed")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in url):
+        raise InvalidRepository("repo_url must be printable ASCII without spaces or control "
+                                "characters (percent-encode anything else)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in unquote(url)):
+        raise InvalidRepository("repo_url contains percent-encoded control characters")
     if "://" not in url:
         return _check_scp(url, settings)
     try:
