@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 
 class GitHttpServer:
-    def __init__(self, root: Path, token: str | None = None) -> None:
-        self.root, self.token = root, token
+    def __init__(self, root: Path, token: str | None = None, push_only: bool = False) -> None:
+        self.root, self.token, self.push_only = root, token, push_only
         self.requests: Counter[str] = Counter()
         self.denied = 0
         server = self
@@ -50,7 +50,7 @@ class GitHttpServer:
                 parts = urlsplit(self.path)
                 service = "receive-pack" if "receive-pack" in self.path else "upload-pack"
                 user = None
-                if server.token is not None:
+                if server.token is not None and (service == "receive-pack" or not server.push_only):
                     auth = self.headers.get("Authorization", "")
                     ok = False
                     if auth.startswith("Basic "):
