@@ -50,6 +50,11 @@ class LockTimeout(IterationError):
     """Another worker held the repository cache lock for too long."""
 
 
+class RepositoryUnreachable(IterationError):
+    """The repository's host could not be reached after retries: not the job's fault, so
+    the claim is handed back (attempt refunded) and the supervisor backs off."""
+
+
 def mirror_dir(cache_dir: Path, url: str) -> Path:
     """A safe, stable directory name for the URL's mirror: readable tail + hash."""
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", url.rstrip("/").rsplit("/", 1)[-1])[:40].strip(".-")
@@ -130,6 +135,8 @@ def ensure_mirror(url: str, mirror: Path, settings: Settings) -> str:
             log.warning("mirror_corrupt_recloning", mirror=mirror.name, reason=exc.tail())
             return _clone(url, mirror, settings)
     except GitFailed as exc:
+        if exc.kind == "transient":
+            raise RepositoryUnreachable(_reason(exc, url)) from exc
         raise RepositoryUnavailable(_reason(exc, url)) from exc
 
 

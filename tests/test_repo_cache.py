@@ -81,7 +81,8 @@ def test_unreachable_host_is_retried_then_fails_clearly(tmp_path):
     s = settings(tmp_path, git_retry_attempts=3, allow_http_loopback=True,
                  allowed_repo_hosts="127.0.0.1")
     url = f"http://127.0.0.1:{free_port()}/r.git"
-    with capture_logs() as logs, pytest.raises(RepositoryUnavailable, match="could not be reached"):
+    with capture_logs() as logs, pytest.raises(repo_cache.RepositoryUnreachable,
+                                                match="could not be reached"):
         _ensure(url, s)
     assert [e["event"] for e in logs].count("git_transient_failure_retrying") == 2
 
