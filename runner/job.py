@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner import logs, state, worktree
+from runner import gates, logs, push, state, verify, worktree
 from runner.agents import select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, IterationError, JobInputError
@@ -76,6 +76,8 @@ class JobRun:
         prompt = build_prompt(self.job, self.settings)
         agent = select_agent(config, self.settings)
         timeout = _timeout(config, self.settings)
+        checks = verify.parse(config, self.settings)
+        do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
         self.workspace = worktree.prepare(self.job, self.settings)
         payload_path = self._write_payload()
         ctx = RunContext(job=self.job, config=config, settings=self.settings,
@@ -102,11 +104,17 @@ class JobRun:
             result = run_agent(command, reader=reader, emit=self.sink.agent_line,
                                should_stop=should_stop,
                                grace_seconds=self.settings.kill_grace_seconds)
-        log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
-                 seconds=round(result.seconds, 2))
-        outcome = self._outcome(result, reader, timeout)
+            log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
+                     seconds=round(result.seconds, 2))
+            outcome = self._outcome(result, reader, timeout)
+            if outcome.verdict is Verdict.SUCCEEDED:
+                # Verify, then push, still under the lease (and its cancel/stop checks).
+                outcome = gates.after_success(
+                    outcome, self.workspace, self.settings, checks, do_push, command.env,
+                    self.sink.write_line,
+                    lambda: "shutdown" if self.stop.is_set() else heartbeat.stop_reason())
         if outcome.verdict in (Verdict.SUCCEEDED, Verdict.BLOCKED, Verdict.FAILED, Verdict.RETRY):
-            outcome.result.setdefault("commits", worktree.commits(self.workspace))
+            outcome.result.setdefault("commits", worktree.commits(self.workspace, self.settings))
         return outcome
 
     def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
@@ -208,7 +216,7 @@ class JobRun:
         keep = row is not None and row["status"] in ("failed", "blocked", "cancelled") \
             and row.get("claimed_by") == self.settings.worker_id
         if not keep:
-            worktree.remove(ws)
+            worktree.remove(ws, self.settings)
 
 
 def _timeout(config: dict[str, Any], settings: Settings) -> int:

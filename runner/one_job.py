@@ -22,6 +22,7 @@ from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
 from runner.listen import Listener, wait_and_claim
 from runner.queue import Claim, Queue
 from runner.reconcile import reconcile
+from runner.sweep import sweep
 from runner.settings import Settings, load_settings
 
 log = structlog.get_logger("runner.one_job")
@@ -53,6 +54,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         queue.worker_seen("starting", queues=settings.queues)
         reconcile(queue)
         prune_now_and_then(queue, settings)
+        sweep(queue, settings)
         claim = claim_or_wait(queue, settings, stop)
         if claim is None:
             queue.worker_seen("idle", queues=settings.queues)

@@ -114,6 +114,16 @@ class Settings(BaseSettings):
         """The database URL in the form libpq understands (SQLAlchemy's prefix removed)."""
         return libpq_dsn(self.database_url.get_secret_value())
 
+    # -- git: cache, worktrees, push, verify (docs/git.md) --------------------------
+    allow_http_loopback: bool = False  # plain http:// only to 127.0.0.1/::1/localhost (tests)
+    git_timeout_seconds: float = Field(default=1800, gt=0)
+    git_lock_timeout_seconds: float = Field(default=3600, gt=0)
+    git_retry_attempts: int = Field(default=3, ge=1, le=10)
+    git_retry_wait_seconds: float = Field(default=2, ge=0, le=300)
+    keep_failed_hours: float = Field(default=24, ge=0)
+    keep_branch_hours: float = Field(default=168, ge=0)
+    verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+
 
 def libpq_dsn(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):

@@ -1,23 +1,45 @@
-"""The job's working directory: a git worktree from a per-repository mirror cache.
+"""The job's working directory: a git worktree from the shared mirror cache.
 
 Layout under ``RUNNER_JOB_ROOT/<job id>/``: ``payload.json`` (written by the iteration)
 and ``work/`` — the worktree the agent runs in, or an empty directory for a job without
 a repository. Keeping the payload outside ``work/`` means the agent cannot commit it.
+
+Branch policy (docs/git.md): the job's branch (``job.branch``, default
+``runner/<first 8 of the job id>``) is created from the base. An existing branch of that
+name is reset only when that loses nobody's work: it was made by an earlier attempt of
+this same job, or it holds no commit that the base lacks. Otherwise the job fails with
+the reason. With ``config.push`` a branch that already exists on the remote with commits
+the base lacks fails up front (the push would be rejected after the agent's work).
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
 import shutil
-import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from runner.errors import InvalidRef, InvalidRepository, RepositoryUnavailable
+import structlog
+
+from runner import inputs, repo_cache
+from runner.errors import InvalidRef, JobInputError, RepositoryUnavailable
+from runner.gitcmd import GitFailed, git
 from runner.settings import Settings
+
+log = structlog.get_logger("runner.worktree")
+
+MAX_LISTED = 100
+
+
+class BranchConflict(JobInputError):
+    """The job's branch already holds other work."""
+
+
+class UnsafeRepository(JobInputError):
+    """The repository holds a symlink that leads out of its worktree."""
 
 
 @dataclass
@@ -27,144 +49,191 @@ class Workspace:
     mirror: Path | None = None
     branch: str | None = None
     base_commit: str | None = None
-
-
-def git(*args: str, cwd: Path | None = None, check: bool = True,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run git without prompts; job values must come after ``--`` in ``args``."""
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "PATH": _path(),
-           "HOME": str(Path.home()), "LC_ALL": "C"}
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
-    return proc
-
-
-def _path() -> str:
-    import os
-    return os.environ.get("PATH", "/usr/bin:/bin")
-
-
-def check_repo_url(url: str, settings: Settings) -> None:
-    """Accept https/ssh URLs on allowed hosts (file:// only when the operator allows it)."""
-    if not isinstance(url, str) or not url.strip():
-        raise InvalidRepository("repo_url is empty")
-    if len(url) > 2048 or any(ord(c) < 33 or ord(c) == 127 for c in url):
-        raise InvalidRepository("repo_url contains spaces or control characters, or is too long")
-    if url.startswith("-"):
-        raise InvalidRepository(f"repo_url must not start with '-': {url[:80]!r}")
-    if "::" in url.split("/")[0]:
-        raise InvalidRepository(f"repo_url uses a git remote helper transport, which is not allowed: {url[:80]!r}")
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if not settings.allow_file_repos:
-            raise InvalidRepository("file:// repositories are not allowed (set RUNNER_ALLOW_FILE_REPOS=1 to allow them)")
-        return
-    if parts.scheme not in ("https", "ssh"):
-        raise InvalidRepository(
-            f"repo_url must be an https:// or ssh:// URL, got {url[:80]!r}"
-        )
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise InvalidRepository(f"repo_url has no host: {url[:80]!r}")
-    if host not in {h.lower() for h in settings.allowed_repo_hosts}:
-        raise InvalidRepository(
-            f"repository host {host!r} is not in RUNNER_ALLOWED_REPO_HOSTS "
-            f"({', '.join(settings.allowed_repo_hosts) or 'empty'})"
-        )
-
-
-def check_ref(name: str, what: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > 200 or name.startswith("-"):
-        raise InvalidRef(f"{what} {str(name)[:80]!r} is not a valid branch name")
-    proc = git("check-ref-format", "--branch", name, check=False)
-    if proc.returncode != 0:
-        raise InvalidRef(f"{what} {name[:80]!r} is not a valid branch name (git check-ref-format)")
-    return name
-
-
-def mirror_dir(cache_dir: Path, url: str) -> Path:
-    """A safe, stable directory name for the URL's mirror: readable tail + hash."""
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", url.rstrip("/").rsplit("/", 1)[-1])[:40].strip(".-")
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return cache_dir / f"{tail or 'repo'}-{digest}.git"
-
-
-def ensure_mirror(url: str, settings: Settings) -> Path:
-    mirror = mirror_dir(settings.cache_dir, url)
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        if (mirror / "HEAD").exists():
-            git("remote", "update", "--prune", cwd=mirror)
-        else:
-            tmp = mirror.with_suffix(".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            git("clone", "--mirror", "--", url, str(tmp))
-            tmp.rename(mirror)
-    except subprocess.CalledProcessError as exc:
-        raise RepositoryUnavailable(
-            f"could not clone or fetch {url}: {_git_error(exc)}"
-        ) from exc
-    return mirror
-
-
-def _git_error(exc: subprocess.CalledProcessError) -> str:
-    lines = [l for l in (exc.stderr or "").splitlines() if l.strip()]
-    return (lines[-1] if lines else f"git exited {exc.returncode}")[:300]
+    url: str | None = None
 
 
 def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
     """Create the job directory and, for a job with a repository, its worktree."""
-    job_dir = settings.job_root / str(job["id"])
-    work = job_dir / "work"
-    if job_dir.exists():  # a previous attempt of this job left it behind
-        remove(Workspace(job_dir=job_dir, path=work, mirror=_mirror_of(job, settings)))
-    job_dir.mkdir(parents=True)
+    job_id = str(job["id"])
+    job_dir = inputs.job_dir(settings.job_root, job_id)
     url = job.get("repo_url")
+    branch = base_ref = None
+    if url:
+        inputs.check_repo_url(url, settings)
+        branch = inputs.check_ref(job.get("branch") or f"runner/{job_id[:8]}", "branch", settings)
+        base_ref = job.get("base_ref")
+        if base_ref is not None:
+            inputs.check_ref(base_ref, "base_ref", settings)
+    settings.job_root.mkdir(parents=True, exist_ok=True)
+    if job_dir.exists() or job_dir.is_symlink():  # a previous attempt of this job left it
+        _remove_dir(job_dir)
+    job_dir.mkdir(mode=0o700)
+    work = job_dir / "work"
     if not url:
         work.mkdir()
         return Workspace(job_dir=job_dir, path=work)
-    check_repo_url(url, settings)
-    branch = check_ref(job.get("branch") or f"runner/{str(job['id'])[:8]}", "branch")
-    base_ref = job.get("base_ref")
-    if base_ref:
-        check_ref(base_ref, "base_ref")
-    mirror = ensure_mirror(url, settings)
-    base = base_ref or "HEAD"
-    try:
-        base_commit = git("rev-parse", "--verify", "--end-of-options", f"{base}^{{commit}}",
-                          cwd=mirror).stdout.strip()
-    except subprocess.CalledProcessError as exc:
-        raise InvalidRef(f"base_ref {base!r} does not exist in {url}") from exc
-    try:
-        # -B: a branch left by an earlier attempt of this job is reset to the base.
-        git("worktree", "add", "-B", branch, str(work), base_commit, cwd=mirror)
-    except subprocess.CalledProcessError as exc:
-        raise RepositoryUnavailable(f"could not create the worktree: {_git_error(exc)}") from exc
-    git("config", "user.name", settings.git_user_name, cwd=work)
-    git("config", "user.email", settings.git_user_email, cwd=work)
-    return Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch,
-                     base_commit=base_commit)
+    assert branch is not None
+    mirror = repo_cache.mirror_dir(settings.cache_dir, url)
+    push = (job.get("config") or {}).get("push") is True
+    with repo_cache.locked(mirror, settings):
+        action = repo_cache.ensure_mirror(url, mirror, settings)
+        try:
+            git("worktree", "prune", cwd=mirror, settings=settings)
+            base_commit = _resolve_base(mirror, base_ref, url, settings)
+            _claim_branch(mirror, branch, job_id, base_commit, push, settings)
+            git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), base_commit,
+                cwd=mirror, settings=settings)
+            config = str(mirror / "config")
+            git("config", "--file", config, "--", f"branch.{branch}.runnerjob", job_id)
+            git("config", "--file", config, "--", f"branch.{branch}.runnercreated",
+                str(int(time.time())))
+        except GitFailed as exc:
+            raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
+    log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch,
+             base=base_ref or "HEAD", base_commit=base_commit)
+    ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch,
+                   base_commit=base_commit, url=url)
+    # Check out outside the lock; git never writes through a symlink in the tree.
+    git("reset", "-q", "--hard", cwd=work, settings=settings)
+    escaping = inputs.escaping_symlinks(work)
+    if escaping:
+        raise UnsafeRepository("the repository contains symlinks that point outside its "
+                               "worktree, which the runner refuses: " + "; ".join(escaping))
+    return ws
 
 
-def _mirror_of(job: dict[str, Any], settings: Settings) -> Path | None:
-    url = job.get("repo_url")
-    return mirror_dir(settings.cache_dir, url) if isinstance(url, str) and url else None
+def _resolve_base(mirror: Path, base_ref: str | None, url: str, settings: Settings) -> str:
+    if base_ref is None:
+        candidates = ["refs/remotes/origin/HEAD"]
+    else:
+        candidates = [f"refs/remotes/origin/{base_ref}", f"refs/tags/{base_ref}"]
+        if re.fullmatch(r"[0-9a-f]{7,40}", base_ref):
+            candidates.append(base_ref)
+    for ref in candidates:
+        proc = git("rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}",
+                   cwd=mirror, settings=settings, check=False)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    raise InvalidRef(f"base_ref {base_ref or 'HEAD'!r} is not a branch, tag or commit of "
+                     f"{inputs.display_url(url)}")
 
 
-def commits(ws: Workspace) -> list[dict[str, str]]:
-    """The commits the agent made on top of the base."""
-    if ws.base_commit is None:
-        return []
-    out = git("log", "--format=%H%x09%s", f"{ws.base_commit}..HEAD", cwd=ws.path,
-              check=False).stdout
-    return [dict(zip(("sha", "subject"), line.split("\t", 1))) for line in out.splitlines() if line]
+def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
+                  settings: Settings) -> None:
+    local = _rev(mirror, f"refs/heads/{branch}", settings)
+    if local is not None:
+        user = _worktree_of(mirror, branch, settings)
+        if user is not None:
+            raise BranchConflict(f"branch {branch!r} is checked out in another job's worktree "
+                                 f"({user}); choose another branch")
+        owner = git("config", "--file", str(mirror / "config"), "--get", "--",
+                    f"branch.{branch}.runnerjob", check=False).stdout.strip()
+        extra = _count(mirror, f"{base}..{local}", settings)
+        if owner == job_id:
+            log.info("branch_reset_previous_attempt", branch=branch, discarded_commits=extra)
+        elif extra:
+            made_by = f"job {owner}" if owner else "something other than the runner"
+            raise BranchConflict(
+                f"branch {branch!r} already exists in the runner's cache with {extra} "
+                f"commit(s) the base lacks, made by {made_by}; choose another branch, or "
+                f"push that work and give its branch as base_ref to build on it")
+    remote = _rev(mirror, f"refs/remotes/origin/{branch}", settings)
+    if push and remote is not None and _count(mirror, f"{base}..{remote}", settings):
+        raise BranchConflict(
+            f"branch {branch!r} already exists on the remote with commits the base lacks, so "
+            f"the push would be rejected; choose another branch or set base_ref to {branch!r}")
 
 
-def remove(ws: Workspace) -> None:
-    """Remove the job directory and its worktree registration."""
-    if ws.mirror is not None and (ws.mirror / "HEAD").exists():
-        git("worktree", "remove", "--force", str(ws.path), cwd=ws.mirror, check=False)
-        git("worktree", "prune", cwd=ws.mirror, check=False)
-    shutil.rmtree(ws.job_dir, ignore_errors=True)
+def _rev(mirror: Path, ref: str, settings: Settings) -> str | None:
+    proc = git("rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}",
+               cwd=mirror, settings=settings, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _count(mirror: Path, spec: str, settings: Settings) -> int:
+    out = git("rev-list", "--count", "--end-of-options", spec, cwd=mirror, settings=settings)
+    return int(out.stdout.strip() or 0)
+
+
+def _worktree_of(mirror: Path, branch: str, settings: Settings) -> str | None:
+    out = git("worktree", "list", "--porcelain", cwd=mirror, settings=settings).stdout
+    path = None
+    for line in out.splitlines():
+        if line.startswith("worktree "):
+            path = line[len("worktree "):]
+        elif line == f"branch refs/heads/{branch}" and path and Path(path).exists():
+            return path
+    return None
+
+
+# -- what the agent did ----------------------------------------------------------------
+
+def commits(ws: Workspace, settings: Settings | None = None) -> dict[str, Any]:
+    """The commits on the job's branch since the base: count, list, diffstat.
+
+    Read from the mirror's ref, never through the worktree (which the agent controls).
+    """
+    empty: dict[str, Any] = {"count": 0, "list": [], "diffstat": None}
+    if ws.base_commit is None or ws.mirror is None or ws.branch is None:
+        return empty
+    head = _rev(ws.mirror, f"refs/heads/{ws.branch}", settings)  # type: ignore[arg-type]
+    if head is None:
+        return {**empty, "error": f"branch {ws.branch!r} no longer exists"}
+    spec = f"{ws.base_commit}..{head}"
+    flags = ("--no-ext-diff", "--no-textconv")
+    count = _count(ws.mirror, spec, settings)  # type: ignore[arg-type]
+    out = git("log", f"--max-count={MAX_LISTED}", "--format=%H%x09%s", "--end-of-options",
+              spec, cwd=ws.mirror, settings=settings).stdout
+    listed = [dict(zip(("sha", "subject"), line.split("\t", 1)))
+              for line in out.splitlines() if line]
+    short = git("diff", "--shortstat", *flags, ws.base_commit, head, cwd=ws.mirror,
+                settings=settings).stdout.strip()
+    numstat = git("diff", "--numstat", *flags, ws.base_commit, head, cwd=ws.mirror,
+                  settings=settings).stdout.splitlines()
+    files = []
+    for line in numstat[:MAX_LISTED]:
+        added, deleted, path = (line.split("\t", 2) + ["", ""])[:3]
+        files.append({"path": path, "added": _int(added), "deleted": _int(deleted)})
+    nums = {k: int(m.group(1)) if (m := re.search(rf"(\d+) {k}", short)) else 0
+            for k in ("file", "insertion", "deletion")}
+    return {"count": count, "list": listed, "head": head, "base": ws.base_commit,
+            "branch": ws.branch,
+            "diffstat": {"summary": short, "files_changed": nums["file"],
+                         "insertions": nums["insertion"], "deletions": nums["deletion"],
+                         "files": files, "files_truncated": len(numstat) > MAX_LISTED}}
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None  # '-' for binary files
+
+
+# -- removal and the sweep -------------------------------------------------------------
+
+def remove(ws: Workspace, settings: Settings | None = None) -> None:
+    """Remove the job directory and its worktree registration (the branch stays)."""
+    _remove_dir(ws.job_dir)
+    if ws.mirror is not None and settings is not None and (ws.mirror / "HEAD").exists():
+        try:
+            with repo_cache.locked(ws.mirror, settings):
+                git("worktree", "prune", cwd=ws.mirror, settings=settings, check=False)
+        except Exception as exc:  # the sweep prunes later
+            log.warning("worktree_prune_failed", mirror=ws.mirror.name, error=str(exc))
+
+
+def _remove_dir(path: Path) -> None:
+    """Delete without following symlinks (shutil.rmtree never descends into a link);
+    directories an agent made read-only are opened up first."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+
+    def retry_writable(func, failed, _exc) -> None:  # noqa: ANN001 - rmtree's onerror
+        parent = os.path.dirname(failed)
+        if not os.path.islink(parent):
+            os.chmod(parent, 0o700)
+        if func is os.rmdir and not os.path.islink(failed):
+            os.chmod(failed, 0o700)
+        func(failed)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=retry_writable)

@@ -1,0 +1,93 @@
+"""Worktree from a warm cache vs a fresh clone, for a generated repository of 10k files.
+
+    python benchmarks/worktree_cache.py [--files 10000] [--runs 5]
+
+Measures, per job: a plain ``git clone`` (what a runner without a cache would do), the
+runner's ``worktree.prepare`` with an empty cache (mirror clone + worktree) and with a
+warm one (fetch + worktree + checkout), and ``worktree.remove``. The repository is served
+over file:// (git's pack protocol, no hard links), so the numbers are git's own work
+without network latency; over a real network the clone grows with the repository's size
+while the warm fetch stays one round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runner import worktree  # noqa: E402
+from runner.settings import load_settings  # noqa: E402
+
+
+def make_repo(path: Path, files: int) -> str:
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    for i in range(files):
+        d = path / f"pkg{i // 100:03d}"
+        d.mkdir(exist_ok=True)
+        (d / f"mod{i % 100:03d}.py").write_text(f"# module {i}\nVALUE = {i}\n" + "x = 1\n" * 20)
+    git = ["git", "-c", "user.name=b", "-c", "user.email=b@b", "-C", str(path)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "generated"], check=True)
+    return f"file://{path}"
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-wt-"))
+    try:
+        t0 = time.perf_counter()
+        url = make_repo(base / "origin", args.files)
+        print(f"generated {args.files} files in {time.perf_counter() - t0:.1f} s")
+        rows: dict[str, list[float]] = {k: [] for k in
+                                        ("git clone (no cache)", "prepare, cold cache",
+                                         "prepare, warm cache", "remove worktree")}
+        for run in range(args.runs):
+            dest = base / f"clone{run}"
+            rows["git clone (no cache)"].append(timed(lambda: subprocess.run(
+                ["git", "clone", "-q", url, str(dest)], check=True)))
+            shutil.rmtree(dest)
+            s = load_settings(database_url="postgresql://x@127.0.0.1/x", allow_file_repos=True,
+                              job_root=base / f"jobs{run}", cache_dir=base / f"cache{run}")
+            job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
+            ws = None
+
+            def cold():
+                nonlocal ws
+                ws = worktree.prepare(job, s)
+            rows["prepare, cold cache"].append(timed(cold))
+            worktree.remove(ws, s)
+            job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
+            rows["prepare, warm cache"].append(timed(cold))
+            rows["remove worktree"].append(timed(lambda: worktree.remove(ws, s)))
+            shutil.rmtree(base / f"cache{run}")
+        print(f"\n{platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
+              f"{subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.strip()}")
+        print(f"{args.files} files, {args.runs} runs\n")
+        print(f"| step | median s | min s | max s |\n|---|---:|---:|---:|")
+        for name, values in rows.items():
+            print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""What happens after the agent succeeded: the verify gate, then the push.
+
+Either one failing turns the outcome into ``failed`` with its reason; a stop request
+(shutdown, lost lease, cancel) during verify is honoured like one during the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from runner import push, verify
+from runner.outcome import Outcome, Verdict
+from runner.settings import Settings
+from runner.worktree import Workspace
+
+log = structlog.get_logger("runner.gates")
+
+
+def after_success(outcome: Outcome, ws: Workspace, settings: Settings, checks: verify.Plan,
+                  do_push: bool, env: dict[str, str], write_line: Callable[[str], None],
+                  should_stop: Callable[[], str | None]) -> Outcome:
+    if checks.commands:
+        report = verify.run(checks, ws.path, env, write_line, should_stop)
+        outcome.result["verify"] = report.ran
+        if report.stopped is not None:
+            return _stopped(report.stopped)
+        if not report.ok:
+            log.info("verify_failed", reason=report.reason)
+            return Outcome(Verdict.FAILED, reason=report.reason, result=outcome.result)
+        log.info("verify_passed", commands=len(checks.commands))
+    if do_push:
+        try:
+            outcome.result["pushed"] = push.push(ws, settings)
+        except push.PushFailed as exc:
+            log.info("push_failed", reason=str(exc))
+            return Outcome(Verdict.FAILED, reason=str(exc), result=outcome.result)
+    return outcome
+
+
+def _stopped(reason: str) -> Outcome:
+    if reason == "lease_lost":
+        return Outcome(Verdict.LEASE_LOST, reason="the claim was lost during verify")
+    if reason == "cancelled":
+        return Outcome(Verdict.CANCELLED, reason="cancelled by an operator during verify")
+    return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped during verify")

@@ -1,0 +1,105 @@
+"""At iteration start: remove what no job needs any more, so disk use stays bounded.
+
+* ``<job root>/<uuid>`` directories whose job is not claimed/running: a succeeded, queued
+  (rolled back) or deleted job's at once; a failed, blocked or cancelled job's once it
+  finished more than RUNNER_KEEP_FAILED_HOURS ago (kept for a person to inspect).
+* every mirror's stale worktree registrations (``git worktree prune``);
+* job branches the runner made (``branch.<name>.runnercreated``) that no worktree uses
+  and that are older than RUNNER_KEEP_BRANCH_HOURS.
+
+A mirror whose lock another worker holds is skipped until the next iteration. The sweep
+never fails the iteration: whatever goes wrong is logged and left for next time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from runner import repo_cache
+from runner.gitcmd import git
+from runner.queue import Queue
+from runner.settings import Settings
+from runner.worktree import _remove_dir
+
+log = structlog.get_logger("runner.sweep")
+
+ACTIVE = ("claimed", "running")
+KEPT = ("failed", "blocked", "cancelled")
+
+
+def sweep(queue: Queue, settings: Settings) -> dict[str, list[str]]:
+    done: dict[str, list[str]] = {"job_dirs": [], "branches": []}
+    try:
+        done["job_dirs"] = sweep_job_root(queue, settings)
+        done["branches"] = sweep_mirrors(settings)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the worker
+        log.warning("sweep_failed", error=str(exc))
+    return done
+
+
+def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
+    root = settings.job_root
+    if not root.is_dir():
+        return []
+    removed = []
+    keep_seconds = settings.keep_failed_hours * 3600
+    for path in sorted(root.iterdir()):
+        try:
+            job_id = str(uuid.UUID(path.name))
+        except ValueError:
+            continue  # not ours
+        row = queue.get(job_id)
+        status = row["status"] if row else None
+        if status in ACTIVE:
+            continue
+        if status in KEPT and _age(row, path) < keep_seconds:
+            continue
+        _remove_dir(path)
+        removed.append(job_id)
+        log.info("job_dir_removed", job_id=job_id, status=status or "no such job")
+    return removed
+
+
+def _age(row: dict[str, Any] | None, path: Path) -> float:
+    finished = row.get("finished_at") if row else None
+    if isinstance(finished, datetime):
+        return (datetime.now(timezone.utc) - finished).total_seconds()
+    return time.time() - path.lstat().st_mtime
+
+
+def sweep_mirrors(settings: Settings) -> list[str]:
+    deleted = []
+    for mirror in repo_cache.mirrors(settings.cache_dir):
+        with repo_cache.locked(mirror, settings, wait=False) as got:
+            if not got or not (mirror / "HEAD").is_file():
+                continue
+            git("worktree", "prune", cwd=mirror, settings=settings, check=False)
+            deleted += _old_branches(mirror, settings)
+    return deleted
+
+
+def _old_branches(mirror: Path, settings: Settings) -> list[str]:
+    config = str(mirror / "config")
+    out = git("config", "--file", config, "--get-regexp", r"^branch\..*\.runnercreated$",
+              check=False).stdout
+    in_use = {line[len("branch refs/heads/"):] for line in
+              git("worktree", "list", "--porcelain", cwd=mirror, settings=settings).stdout.splitlines()
+              if line.startswith("branch refs/heads/")}
+    cutoff = time.time() - settings.keep_branch_hours * 3600
+    deleted = []
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        branch = key[len("branch."):-len(".runnercreated")]
+        if branch in in_use or not value.isdigit() or int(value) > cutoff:
+            continue
+        git("branch", "-q", "-D", "--", branch, cwd=mirror, settings=settings, check=False)
+        git("config", "--file", config, "--remove-section", "--", f"branch.{branch}", check=False)
+        deleted.append(branch)
+        log.info("job_branch_removed", mirror=mirror.name, branch=branch)
+    return deleted

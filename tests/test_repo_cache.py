@@ -1,0 +1,157 @@
+"""runner.repo_cache: one mirror per URL, clone once, fetch after, the flock, repairs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_git_repo
+from gitkit import commit, free_port, settings
+from structlog.testing import capture_logs
+
+from runner import repo_cache
+from runner.errors import RepositoryUnavailable
+from runner.gitcmd import git
+
+
+@pytest.fixture
+def origin(tmp_path):
+    return make_git_repo(tmp_path / "origin")
+
+
+def _ensure(url, s):
+    mirror = repo_cache.mirror_dir(s.cache_dir, url)
+    with repo_cache.locked(mirror, s):
+        return repo_cache.ensure_mirror(url, mirror, s), mirror
+
+
+def test_clone_once_then_fetch_and_job_branches_survive(tmp_path, origin):
+    s = settings(tmp_path)
+    action, mirror = _ensure(origin, s)
+    assert action == "cloned" and (mirror / "HEAD").is_file()
+    base = git("rev-parse", "refs/remotes/origin/HEAD", cwd=mirror).stdout.strip()
+    git("branch", "runner/job1", base, cwd=mirror)
+    new = commit(tmp_path / "origin", {"b.txt": "b"})
+    action, _ = _ensure(origin, s)
+    assert action == "fetched"
+    assert git("rev-parse", "refs/remotes/origin/main", cwd=mirror).stdout.strip() == new
+    assert git("rev-parse", "refs/heads/runner/job1", cwd=mirror).stdout.strip() == base
+    assert [p.name for p in s.cache_dir.iterdir() if p.suffix == ".git"] == [mirror.name]
+
+
+def test_mirror_names_differ_per_url_and_stay_inside_the_cache(tmp_path):
+    a = repo_cache.mirror_dir(tmp_path, "https://github.com/a/repo.git")
+    b = repo_cache.mirror_dir(tmp_path, "https://github.com/b/repo.git")
+    c = repo_cache.mirror_dir(tmp_path, "https://github.com/../../..")
+    assert a != b and a.parent == b.parent == c.parent == tmp_path
+
+
+@pytest.mark.parametrize("damage", ["head", "objects", "config"])
+def test_corrupt_mirror_is_recloned_once(tmp_path, origin, damage):
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+    if damage == "head":
+        (mirror / "HEAD").unlink()
+    elif damage == "objects":
+        shutil.rmtree(mirror / "objects")
+        (mirror / "objects").mkdir()
+    else:
+        (mirror / "config").write_text("[core\nbroken")
+    with capture_logs() as logs:
+        action, _ = _ensure(origin, s)
+    assert action == "cloned"
+    assert [e["event"] for e in logs].count("mirror_corrupt_recloning") == 1
+    assert git("rev-parse", "refs/remotes/origin/HEAD", cwd=mirror).returncode == 0
+
+
+def test_missing_repository_is_not_retried(tmp_path):
+    s = settings(tmp_path, git_retry_attempts=3)
+    with capture_logs() as logs, pytest.raises(RepositoryUnavailable, match="does not exist"):
+        _ensure(f"file://{tmp_path}/nope", s)
+    assert not [e for e in logs if e["event"] == "git_transient_failure_retrying"]
+    assert not list(s.cache_dir.glob("*.tmp"))
+
+
+def test_unreachable_host_is_retried_then_fails_clearly(tmp_path):
+    s = settings(tmp_path, git_retry_attempts=3, allow_http_loopback=True,
+                 allowed_repo_hosts="127.0.0.1")
+    url = f"http://127.0.0.1:{free_port()}/r.git"
+    with capture_logs() as logs, pytest.raises(repo_cache.RepositoryUnreachable,
+                                                match="could not be reached"):
+        _ensure(url, s)
+    assert [e["event"] for e in logs].count("git_transient_failure_retrying") == 2
+
+
+def test_planted_config_is_removed_and_the_url_restored(tmp_path, origin):
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+    cfg = ["git", "config", "--file", str(mirror / "config")]
+    for key, value in [("core.fsmonitor", f"touch {tmp_path}/pwned"), ("include.path", str(tmp_path / "absent")),
+                       ("filter.evil.smudge", "touch pwned"), ("remote.origin.url", "file:///elsewhere"),
+                       ("remote.origin.uploadpack", "touch pwned")]:
+        subprocess.run([*cfg, key, value], check=True)
+    with capture_logs() as logs:
+        assert _ensure(origin, s)[0] == "fetched"
+    listed = subprocess.run([*cfg, "--list"], capture_output=True, text=True).stdout
+    assert "fsmonitor" not in listed and "evil" not in listed and "include" not in listed
+    assert f"remote.origin.url={origin}" in listed and "uploadpack" not in listed
+    assert any(e["event"] == "mirror_config_repaired" for e in logs)
+    assert not (tmp_path / "pwned").exists()
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from runner import repo_cache
+    sys.path.insert(0, {tests!r})
+    from gitkit import settings
+    s = settings(Path({tmp!r}))
+    with repo_cache.locked(Path({mirror!r}), s):
+        print("held", flush=True)
+        Path({log!r}).open("a").write(f"child {{time.time()}} start\\n")
+        time.sleep(1.0)
+        Path({log!r}).open("a").write(f"child {{time.time()}} end\\n")
+""")
+
+
+def test_the_lock_serialises_processes(tmp_path):
+    s = settings(tmp_path)
+    mirror = s.cache_dir / "x.git"
+    log = tmp_path / "log"
+    code = HOLDER.format(repo=str(REPO), tests=str(REPO / "tests"), tmp=str(tmp_path),
+                         mirror=str(mirror), log=str(log))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    with repo_cache.locked(mirror, s, wait=False) as got:
+        assert got is False
+    with repo_cache.locked(mirror, s):
+        log.open("a").write(f"parent {time.time()} start\n")
+    child.wait(timeout=30)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [(who, what) for who, _, what in lines] == [
+        ("child", "start"), ("child", "end"), ("parent", "start")]
+
+
+def test_two_workers_clone_a_mirror_only_once(tmp_path, origin):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]
+        from pathlib import Path
+        from gitkit import settings
+        from runner import repo_cache
+        s = settings(Path({str(tmp_path)!r}))
+        url = {origin!r}
+        mirror = repo_cache.mirror_dir(s.cache_dir, url)
+        with repo_cache.locked(mirror, s):
+            print(repo_cache.ensure_mirror(url, mirror, s))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = sorted(p.communicate(timeout=60)[0].split()[-1] for p in procs)
+    assert results == ["cloned", "fetched", "fetched"]
