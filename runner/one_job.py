@@ -34,6 +34,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    _not_dumpable()
     sink, run_log = logs.setup(settings)
     stop = _stop_on_signals()
     logs.bind(worker_id=settings.worker_id)
@@ -90,6 +91,17 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
     listener = Listener(settings.dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop)
+
+
+def _not_dumpable() -> None:
+    """Keep /proc/<pid>/environ and memory (DATABASE_URL, RUNNER_GIT_TOKEN) away from the
+    agent, which runs as the same user. Best effort: Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop_on_signals() -> threading.Event:

@@ -135,7 +135,7 @@ def test_prune_removes_only_old_finished_jobs(queue):
         queue.finish(queue.claim(["default"], 60), "succeeded")
     queue.conn.execute("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s",
                        (old["id"],))
-    assert queue.prune_finished(days=30) == 1
+    assert queue.prune_finished(days=30.0) == 1  # a float, as the setting gives it
     assert queue.get(old["id"]) is None and queue.events(old["id"]) == []
     assert queue.get(recent["id"])["status"] == "succeeded"
     assert queue.get(waiting["id"])["status"] == "queued"

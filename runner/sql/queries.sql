@@ -161,7 +161,7 @@ RETURNING job_id;
 WITH doomed AS (
     SELECT id FROM jobs
     WHERE status IN ('succeeded', 'failed', 'blocked', 'cancelled')
-      AND finished_at < now() - make_interval(days => %(days)s)
+      AND finished_at < now() - make_interval(secs => %(days)s * 86400)
     ORDER BY finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
