@@ -62,10 +62,10 @@ def reset_time(text: str, now: datetime | None = None) -> datetime | None:
     m = _CLOCK.search(text)
     if not m:
         return None
-    hour = int(m.group("h")) % 12 + (12 if m.group("ampm").lower().startswith("p") else 0)
-    minute = int(m.group("m") or 0)
-    if hour > 23 or minute > 59:
+    hour12, minute = int(m.group("h")), int(m.group("m") or 0)
+    if not 1 <= hour12 <= 12 or minute > 59:
         return None
+    hour = hour12 % 12 + (12 if m.group("ampm").lower().startswith("p") else 0)
     zone = _zone(m.group("tz"))
     local_now = now.astimezone(zone)
     try:
