@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import psycopg
 from alembic import context
 from sqlalchemy import create_engine, pool
 
@@ -13,11 +14,15 @@ from runner.settings import libpq_dsn
 config = context.config
 
 
-def _url() -> str:
+def _dsn() -> str:
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("DATABASE_URL: required but not set")
-    return "postgresql+psycopg://" + libpq_dsn(url).removeprefix("postgresql://")
+    return libpq_dsn(url)
+
+
+def _url() -> str:
+    return "postgresql+psycopg://" + _dsn().removeprefix("postgresql://")
 
 
 def run_migrations_offline() -> None:
@@ -27,7 +32,10 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_url(), poolclass=pool.NullPool)
+    # psycopg itself parses the DSN (URL or key=value), exactly as the runner does.
+    dsn = _dsn()
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool,
+                           creator=lambda: psycopg.connect(dsn))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():

@@ -1,0 +1,127 @@
+"""The queue's statements on a real PostgreSQL: who gets which job, and who may write."""
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from runner.queue import Queue
+
+
+def _events(queue: Queue, job_id) -> list[str]:
+    return [e["event"] for e in queue.events(job_id)]
+
+
+def test_claim_takes_highest_priority_then_oldest(queue):
+    low = queue.enqueue(prompt="low", priority=0)
+    high_old = queue.enqueue(prompt="high old", priority=5)
+    high_new = queue.enqueue(prompt="high new", priority=5)
+    order = [queue.claim(["default"], 60).id for _ in range(3)]
+    assert order == [high_old["id"], high_new["id"], low["id"]]
+    assert queue.claim(["default"], 60) is None
+
+
+def test_claim_honours_run_after_and_queues(queue):
+    later = queue.enqueue(prompt="later", run_after=datetime.now(timezone.utc) + timedelta(hours=1))
+    other = queue.enqueue(prompt="other queue", queue="gpu")
+    assert queue.claim(["default"], 60) is None
+    claim = queue.claim(["gpu", "default"], 60)
+    assert claim.id == other["id"]
+    assert queue.get(later["id"])["status"] == "queued"
+
+
+def test_claim_sets_owner_token_lease_and_counts_the_attempt(queue):
+    job = queue.enqueue(prompt="x")
+    claim = queue.claim(["default"], 60)
+    row = queue.get(job["id"])
+    assert row["status"] == "claimed" and row["claimed_by"] == "test-worker"
+    assert row["claim_token"] == claim.token and row["attempts"] == 1
+    assert row["lease_until"] > datetime.now(timezone.utc) + timedelta(seconds=50)
+    assert _events(queue, job["id"]) == ["enqueued", "claimed"]
+
+
+def test_a_stale_token_cannot_write(db_url, queue):
+    queue.enqueue(prompt="x")
+    first = queue.claim(["default"], 60)
+    # The lease expires and another worker takes the job over.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 second'")
+    other = Queue.open(db_url, "other-worker")
+    assert other.requeue_expired() == [first.id]
+    second = other.claim(["default"], 60)
+    assert second.id == first.id and second.token != first.token
+
+    assert queue.renew(first, 60) is None
+    assert not queue.mark_running(first, "/tmp/x")
+    assert not queue.finish(first, "succeeded", result={"late": True})
+    assert not queue.requeue(first, event="rolled_back", reason="late", refund_attempt=True)
+    row = queue.get(first.id)
+    assert row["status"] == "claimed" and row["claimed_by"] == "other-worker"
+    assert row["attempts"] == 2 and row["result"] is None
+    assert other.finish(second, "succeeded", result={"ok": True})
+    other.close()
+
+
+def test_expired_lease_on_the_last_attempt_fails_the_job(db_url, queue):
+    job = queue.enqueue(prompt="x", max_attempts=1)
+    queue.claim(["default"], 60)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 second'")
+    queue.requeue_expired()
+    row = queue.get(job["id"])
+    assert row["status"] == "failed"
+    assert "stopped renewing its lease" in row["error"] and "no attempts left" in row["error"]
+
+
+def test_rollback_can_refund_the_attempt(queue):
+    job = queue.enqueue(prompt="x")
+    claim = queue.claim(["default"], 60)
+    reset = datetime.now(timezone.utc) + timedelta(minutes=30)
+    assert queue.requeue(claim, event="rolled_back", reason="usage limit", refund_attempt=True,
+                         run_after=reset)
+    row = queue.get(job["id"])
+    assert row["status"] == "queued" and row["attempts"] == 0 and row["claim_token"] is None
+    assert abs((row["run_after"] - reset).total_seconds()) < 1
+    assert _events(queue, job["id"])[-1] == "rolled_back"
+
+
+def test_cancel_a_queued_job_ends_it_and_a_running_one_is_flagged(queue):
+    queued = queue.enqueue(prompt="q")
+    assert queue.request_cancel(queued["id"]) == "cancelled"
+    assert queue.get(queued["id"])["status"] == "cancelled"
+    running = queue.enqueue(prompt="r")
+    claim = queue.claim(["default"], 60)
+    assert queue.request_cancel(running["id"]) == "claimed"
+    assert queue.renew(claim, 60)["cancel_requested"] is True
+    assert queue.request_cancel(queued["id"]) is None  # already finished
+
+
+def test_retry_sends_a_failed_job_round_again(queue):
+    job = queue.enqueue(prompt="x")
+    claim = queue.claim(["default"], 60)
+    queue.finish(claim, "failed", error="boom")
+    assert queue.retry(job["id"])
+    row = queue.get(job["id"])
+    assert row["status"] == "queued" and row["attempts"] == 0 and row["error"] is None
+    assert not queue.retry(job["id"])  # a queued job is not retried
+
+
+def test_concurrent_claimers_never_share_a_job(db_url, queue):
+    for i in range(300):
+        queue.enqueue(prompt=f"job {i}")
+    taken: list = []
+    lock = threading.Lock()
+
+    def claimer(n: int) -> None:
+        q = Queue.open(db_url, f"w{n}")
+        while (claim := q.claim(["default"], 60)) is not None:
+            with lock:
+                taken.append(claim.id)
+        q.close()
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 300 and len(set(taken)) == 300
