@@ -206,7 +206,8 @@ class JobRun:
         ws = self.workspace
         if ws is None:
             return
-        (ws.job_dir / "payload.json").unlink(missing_ok=True)
+        for private in ("payload.json", "mcp.json"):  # mcp.json: an agent's MCP servers
+            (ws.job_dir / private).unlink(missing_ok=True)
         row = None
         try:
             row = self.queue.get(self.claim.id)

@@ -18,7 +18,9 @@ from runner.errors import SettingsError
 
 CommaList = Annotated[list[str], NoDecode]
 
-PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
+# Claude Code's --permission-mode choices (2.1.x lists manual and auto; default still works).
+PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "manual",
+                    "auto")
 AGENTS = ("claude", "codex", "gemini", "stub", "command")
 
 
@@ -71,6 +73,13 @@ class Settings(BaseSettings):
     codex_bin: str = "codex"
     gemini_bin: str = "gemini"
     agent_rules_file: Path | None = Field(default_factory=_packaged_rules)
+    # Which Claude credential the agent gets when several are set: auto = the OAuth token
+    # first (in -p mode the API key would silently win over it), then the API key.
+    claude_credential: Literal["auto", "oauth", "api_key"] = "auto"
+    # CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 for the agent (telemetry, title calls …).
+    claude_disable_nonessential_traffic: bool = True
+    # Where named MCP configs live: config.mcp_config "x.json" means <dir>/x.json.
+    mcp_config_dir: Path | None = None
 
     allowed_repo_hosts: CommaList = Field(
         default_factory=lambda: ["github.com", "gitlab.com", "bitbucket.org"]

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from runner.agents.base import Agent
+from runner.agents.claude import ClaudeAgent
+from runner.agents.codex import CodexAgent
+from runner.agents.gemini import GeminiAgent
 from runner.agents.simple import CommandAgent, StubAgent
 from runner.errors import InvalidAgentConfig
 from runner.settings import Settings
 
-ADAPTERS: dict[str, type[Agent]] = {"stub": StubAgent, "command": CommandAgent}
+ADAPTERS: dict[str, type[Agent]] = {
+    "claude": ClaudeAgent, "codex": CodexAgent, "gemini": GeminiAgent,
+    "stub": StubAgent, "command": CommandAgent,
+}
 
 
 def select_agent(config: dict[str, Any], settings: Settings) -> Agent:

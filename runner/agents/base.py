@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -53,6 +54,18 @@ class StreamReader:
         return outcome_from_exit_code(run)
 
 
+def json_event(line: str) -> dict[str, Any] | None:
+    """One line of a JSONL stream as an object, or None for anything else."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def outcome_from_exit_code(run: RunOutput) -> Outcome:
     """The fallback when an agent's output says nothing more useful."""
     if run.exit_code == 0:
@@ -102,6 +115,16 @@ def base_env(ctx: RunContext) -> dict[str, str]:
         "RUNNER_JOB_ID": str(ctx.job["id"]), "RUNNER_PAYLOAD": str(ctx.payload_path),
     })
     env.update(job_env(ctx.config))
+    return env
+
+
+def from_runner_env(env: dict[str, str], *names: str) -> dict[str, str]:
+    """Copy the named variables, when set, from the runner's own environment into ``env``
+    (an agent's credentials and endpoint: each adapter names exactly its own)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            env[name] = value
     return env
 
 

@@ -1,0 +1,111 @@
+"""The real Claude Code CLI, run by ``python -m runner.one_job`` against the loopback fake
+of the Anthropic API (tests/fakes/anthropic_api.py). Install it with
+``bash tests/tools/install_claude.sh`` (npm registry) or name one in RUNNER_TEST_CLAUDE_BIN.
+
+Runs as root here, so the jobs use acceptEdits with --allowedTools Write
+(bypassPermissions refuses to run as root unless IS_SANDBOX is set).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.agents.proc import wait_for
+from tests.conftest import run_one_job, start_one_job
+from tests.fakes.anthropic_api import (FakeAnthropic, error, slow_text, system_text, text,
+                                       tool_results, tool_use)
+from tests.tools.claude_bin import claude_bin
+
+BIN = claude_bin()
+pytestmark = [
+    pytest.mark.claude_cli,
+    pytest.mark.skipif(BIN is None, reason="the Claude Code CLI is not installed: run "
+                       "tests/tools/install_claude.sh or set RUNNER_TEST_CLAUDE_BIN"),
+]
+MARKER = "RULES-MARKER-c41d: never push to main"
+CONFIG = {"agent": "claude", "model": "claude-sonnet-4-5", "permission_mode": "acceptEdits",
+          "allowed_tools": ["Write"], "max_turns": 5}
+
+
+@pytest.fixture
+def claude_env(runner_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    rules = tmp_path / "CLAUDE.md"
+    rules.write_text(f"# Agent rules\n{MARKER}\n")
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in runner_env.items()
+           if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_"))}
+    env.update({"RUNNER_CLAUDE_BIN": str(BIN), "RUNNER_DEFAULT_AGENT": "claude",
+                "RUNNER_AGENT_RULES_FILE": str(rules), "HOME": str(tmp_path / "home"),
+                "RUNNER_LEASE_SECONDS": "3", "ANTHROPIC_API_KEY": "sk-ant-api03-fake-loopback"})
+    return env
+
+
+def _leftovers(marker: str) -> str:
+    return subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout.strip()
+
+
+def test_a_write_tool_call_succeeds_with_cost_tokens_and_the_rules(claude_env, queue, git_repo, tmp_path):
+    seen: dict[str, str] = {}
+    job = queue.enqueue(prompt="Create hello.txt.", repo_url=git_repo, config=CONFIG)
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
+
+    def responder(body):
+        if tool_results(body):  # the CLI ran the tool: look at the worktree now
+            seen["file"] = target.read_text() if target.exists() else "<missing>"
+            return text("Wrote hello.txt.")
+        return tool_use("Write", {"file_path": str(target), "content": "hello from claude\n"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+        requests = api.message_requests
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    assert seen["file"] == "hello from claude\n"
+    r = row["result"]
+    assert r["summary"] == "Wrote hello.txt." and r["turns"] == 2 and r["cost_usd"] > 0
+    assert r["usage"]["input_tokens"] > 0 and r["usage"]["output_tokens"] > 0
+    assert r["model"] == "claude-sonnet-4-5" and r["session_id"] and r["permission_denials"] == []
+    assert MARKER in system_text(requests[0].body)
+    assert requests[0].headers.get("x-api-key") == "<redacted>"  # the key we chose was sent
+
+
+def test_rejected_credentials_exit_3_at_the_first_retry(claude_env, queue, git_repo):
+    job = queue.enqueue(prompt="Say hello.", repo_url=git_repo, config=CONFIG)
+    with FakeAnthropic(error(401)) as api:
+        proc = run_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+        requests = api.message_requests
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "queued" and row["attempts"] == 0
+    assert "credentials were rejected (HTTP 401 authentication_failed)" in row["error"]
+    # Stopped at the first api_retry: one request and its first retry at most, not 11.
+    assert 1 <= len(requests) <= 2
+
+
+@pytest.mark.parametrize("how", ["cancel", "sigterm"])
+def test_a_slow_stream_is_stopped_with_nothing_left_behind(claude_env, queue, git_repo, how):
+    marker = f"slow-{uuid.uuid4().hex}"
+    job = queue.enqueue(prompt=f"Tell a long story {marker}.", repo_url=git_repo, config=CONFIG)
+    with FakeAnthropic(slow_text(600, 0.1)) as api:
+        proc = start_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+        assert api.wait_for(lambda reqs: any(r.path == "/v1/messages" for r in reqs), timeout=30)
+        assert _leftovers(marker)  # the CLI is running, streaming
+        if how == "cancel":
+            queue.request_cancel(job["id"])
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    row = queue.get(job["id"])
+    if how == "cancel":
+        assert proc.returncode == 0, out[-3000:]
+        assert row["status"] == "cancelled"
+    else:
+        assert proc.returncode == 143, out[-3000:]
+        assert row["status"] == "queued" and row["attempts"] == 0
+    wait_for(lambda: not _leftovers(marker), timeout=5, what="no claude process left")
