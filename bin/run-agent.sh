@@ -312,17 +312,25 @@ rotate_logs() {
     local -i gzipped=0 relinked=0 deleted=0 pruned=0
     now_ms
     now=$REPLY
-    gz_cutoff=$(((now - GZIP_AFTER_MS) / 1000))
-    del_cutoff=$(((now - DELETE_AFTER_MS) / 1000))
+    # Cutoffs as @seconds.millis for find -newermt (a log written a moment ago must
+    # count as older than "0 hours").
+    printf -v gz_cutoff '@%d.%03d' $(((now - GZIP_AFTER_MS) / 1000)) $(((now - GZIP_AFTER_MS) % 1000))
+    printf -v del_cutoff '@%d.%03d' $(((now - DELETE_AFTER_MS) / 1000)) $(((now - DELETE_AFTER_MS) % 1000))
 
+    # Very old run logs go first, so that none is compressed only to be deleted.
     while IFS= read -r -d '' f; do
-        [[ $f == "$RUN_LOG" ]] && continue
+        rm -f -- "$f" && deleted+=1
+    done < <(find "$RUNS_DIR" -maxdepth 1 -type f \( -name '*.log' -o -name '*.log.gz' \) \
+        ! -newermt "$del_cutoff" -print0 2>/dev/null)
+
+    # Rotation runs between iterations, so no run log is being written to now.
+    while IFS= read -r -d '' f; do
         if gzip -f -- "$f" 2>/dev/null; then
             gzipped+=1
         else
             log "rotation: could not gzip $f"
         fi
-    done < <(find "$RUNS_DIR" -maxdepth 1 -type f -name '*.log' ! -newermt "@$gz_cutoff" -print0 2>/dev/null)
+    done < <(find "$RUNS_DIR" -maxdepth 1 -type f -name '*.log' ! -newermt "$gz_cutoff" -print0 2>/dev/null)
 
     # jobs/<id>.log -> ../runs/X.log whose X.log became X.log.gz:
     # replace it with jobs/<id>.log.gz -> ../runs/X.log.gz (still relative).
@@ -340,12 +348,6 @@ rotate_logs() {
             log "rotation: could not re-point $JOBS_DIR/$name"
         fi
     done < <(find "$JOBS_DIR" -maxdepth 1 -type l -name '*.log' -printf '%f\0%l\0' 2>/dev/null)
-
-    while IFS= read -r -d '' f; do
-        [[ $f == "$RUN_LOG" ]] && continue
-        rm -f -- "$f" && deleted+=1
-    done < <(find "$RUNS_DIR" -maxdepth 1 -type f \( -name '*.log' -o -name '*.log.gz' \) \
-        ! -newermt "@$del_cutoff" -print0 2>/dev/null)
 
     while IFS= read -r -d '' f; do
         rm -f -- "$f" && pruned+=1

@@ -1,0 +1,15 @@
+"""Fixtures for the bin/ tests (helpers live in run_agent_harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from run_agent_harness import Supervisor
+
+
+@pytest.fixture
+def sup(tmp_path):
+    """A supervisor under test in tmp_path; killed (whole session) at the end."""
+    s = Supervisor(tmp_path)
+    yield s
+    s.kill()
