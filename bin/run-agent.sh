@@ -385,6 +385,15 @@ new_run_log() {
     return 1
 }
 
+# note_stop: once per stop request while an iteration runs, say so.
+note_stop() {
+    if stopping && [[ $STATUS != stopping ]]; then
+        STATUS=stopping
+        write_state
+        log "received SIG$STOP_SIGNAL; sent SIGTERM to iteration $ITERATION (pid $CHILD), waiting for it"
+    fi
+}
+
 # run_iteration -> RC: the iteration's exit code.
 run_iteration() {
     local who r stale
@@ -415,11 +424,7 @@ run_iteration() {
     # interrupts it just as the iteration dies, bash may not report that pid again, so
     # a dead iteration is also noticed with kill -0 and its status taken by plain wait.
     while :; do
-        if stopping && [[ $STATUS != stopping ]]; then
-            STATUS=stopping
-            write_state
-            log "received SIG$STOP_SIGNAL; sent SIGTERM to iteration $ITERATION (pid $CHILD), waiting for it"
-        fi
+        note_stop
         if ! kill -0 "$CHILD" 2>/dev/null; then
             wait "$CHILD" 2>/dev/null
             RC=$?
@@ -443,6 +448,7 @@ run_iteration() {
         # The heartbeat timer ran out, or a trapped signal interrupted the wait.
         stopping || write_state
     done
+    note_stop # (the iteration may have ended before the loop saw the signal)
     # bash reports a status it lost track of as -1; keep the state file a valid number.
     if ((RC < 0 || RC > 255)); then RC=255; fi
     CHILD=

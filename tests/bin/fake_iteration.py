@@ -99,7 +99,9 @@ if step.get("hold"):
         sys.exit(143)
 
     signal.signal(signal.SIGTERM, on_term)
-    (fake_dir / f"holding.{n}").write_text(str(os.getpid()))
+    tmp = fake_dir / f".holding.{n}"
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(fake_dir / f"holding.{n}")
     while True:
         signal.pause()
 
