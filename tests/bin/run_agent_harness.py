@@ -102,10 +102,13 @@ class Supervisor:
                 env[key] = value
         return env
 
-    def start(self, plan: list[dict] | None = None, **env: str | None) -> "Supervisor":
+    def start(
+        self, plan: list[dict] | None = None, wrapper: tuple[str, ...] = (), **env: str | None
+    ) -> "Supervisor":
+        """Start the supervisor (behind `wrapper`, e.g. unshare, if given)."""
         (self.fake_dir / "plan.json").write_text(json.dumps(plan or []))
         self.proc = subprocess.Popen(
-            [str(SCRIPT)],
+            [*wrapper, str(SCRIPT)],
             cwd=self.root,
             env=self.env(**env),
             stdin=subprocess.DEVNULL,

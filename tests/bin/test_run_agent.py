@@ -322,6 +322,25 @@ def test_stop_signal_is_forwarded_and_nothing_is_left_behind(sup, sig, code):
     assert sup.log_lines(rf"stopped on SIG{sig.name[3:]}; exiting {code}")
 
 
+def test_stop_works_when_the_supervisor_is_pid_1(sup):
+    # In a fresh PID namespace the supervisor is PID 1, like a container without tini:
+    # the kernel delivers only signals it has handlers for.
+    wrapper = ("unshare", "--pid", "--fork")
+    if shutil.which("unshare") is None or subprocess.run([*wrapper, "true"]).returncode != 0:
+        pytest.skip("cannot make a PID namespace here (unshare missing or not allowed)")
+    sup.start([{"code": 0}, {"job": "j1", "hold": True}], wrapper=wrapper)
+    sup.wait_holding(2)
+    assert sup.state()["supervisor_pid"] == 1
+    (host_pid,) = [
+        p for p in descendants(sup.pid) if b"run-agent.sh" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    os.kill(host_pid, signal.SIGTERM)
+    assert sup.proc.wait(timeout=10) == 143  # unshare passes on the supervisor's code
+    assert [s["signal"] for s in sup.signals()] == [signal.SIGTERM]
+    assert sup.state()["status"] == "stopped"
+    assert sup.log_lines(r"stopped on SIGTERM; exiting 143")
+
+
 @pytest.mark.parametrize(
     "plan, env, status",
     [
