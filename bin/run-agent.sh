@@ -398,7 +398,6 @@ note_stop() {
 run_iteration() {
     local who r stale
     ITERATION+=1
-    ITERATION_STARTED_AT=
     now_ms
     iso $((REPLY / 1000))
     ITERATION_STARTED_AT=$REPLY
@@ -407,6 +406,8 @@ run_iteration() {
     if ! new_run_log; then
         log "iteration $ITERATION: cannot create a run log in $RUNS_DIR; counting it as failed"
         RC=1
+        LAST_EXIT_CODE=1
+        LAST_FINISHED_AT=$ITERATION_STARTED_AT
         return
     fi
     export RUNNER_RUN_LOG=$RUN_LOG
@@ -446,7 +447,7 @@ run_iteration() {
             break
         fi
         # The heartbeat timer ran out, or a trapped signal interrupted the wait.
-        stopping || write_state
+        write_state
     done
     note_stop # (the iteration may have ended before the loop saw the signal)
     # bash reports a status it lost track of as -1; keep the state file a valid number.
@@ -536,15 +537,17 @@ fingerprint() {
 }
 
 on_token_expired() {
-    local fp deadline every
+    local fp deadline every sources
     fingerprint
     fp=$REPLY
     fmt_s "$TOKEN_CHECK_MS"
     every=$REPLY
+    sources=${CREDENTIAL_FILES//:/, }
+    sources="${sources:+$sources, or }$STATE_DIR/credential.env"
     write_atomic "$STATE_DIR/TOKEN_EXPIRED" \
         "The agent's credentials were rejected: iteration $ITERATION exited 3 at $LAST_FINISHED_AT; its output is in $RUN_LOG.
 No jobs are claimed until the credential changes.
-What to do: replace the credential (${CREDENTIAL_FILES:-no credential files configured}${CREDENTIAL_FILES:+, or }$STATE_DIR/credential.env). The supervisor checks every $every, removes this file and resumes by itself; restarting the container also removes it and tries again.
+What to do: replace the credential ($sources). The supervisor checks every $every, removes this file and resumes by itself; restarting the container also removes it and tries again.
 "
     STATUS=token_expired
     write_state

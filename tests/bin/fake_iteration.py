@@ -11,6 +11,7 @@ step; past the end it holds until SIGTERM). A step is a dict:
   reset_raw   write this text to usage_limit_reset_at instead
   no_reset    remove usage_limit_reset_at
   hold        wait for SIGTERM (on SIGTERM: record it, let go of the job, exit 143)
+  term_delay  with hold: take this many seconds to exit after SIGTERM (a slow rollback)
 
 Every run appends one JSON line to FAKE_DIR/calls.jsonl: its number, pid, the RUNNER_*
 environment, and what it saw at start (state directory, markers, state.json, run logs).
@@ -95,6 +96,7 @@ if step.get("hold"):
 
     def on_term(signum, frame):
         append("signals.jsonl", {"n": n, "pid": os.getpid(), "signal": signum})
+        time.sleep(float(step.get("term_delay", 0)))
         let_go()
         sys.exit(143)
 

@@ -174,6 +174,7 @@ def test_token_expired_claims_nothing_until_the_credential_changes(sup, change):
     marker = (sup.state_dir / "TOKEN_EXPIRED").read_text()
     assert first["env"]["RUNNER_RUN_LOG"] in marker
     assert "replace the credential" in marker
+    assert str(creds) in marker and str(sup.state_dir / "credential.env") in marker
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", marker)
 
     # Several credential checks go by (heartbeats keep coming); nothing is claimed.
@@ -320,6 +321,16 @@ def test_stop_signal_is_forwarded_and_nothing_is_left_behind(sup, sig, code):
     assert st["status"] == "stopped" and st["last_exit_code"] == 143
     assert sup.log_lines(rf"received SIG{sig.name[3:]}; sent SIGTERM to iteration 2 \(pid {pid}\)")
     assert sup.log_lines(rf"stopped on SIG{sig.name[3:]}; exiting {code}")
+
+
+def test_state_keeps_its_heartbeat_while_the_iteration_winds_down(sup):
+    sup.start([{"job": "j1", "hold": True, "term_delay": 1}])
+    sup.wait_holding(1)
+    sup.proc.send_signal(signal.SIGTERM)
+    sup.wait_state(status="stopping", current_job="j1")
+    state_replacements(sup, 2)  # still refreshed while the iteration rolls back
+    assert sup.proc.wait(timeout=10) == 143
+    assert sup.state()["status"] == "stopped"
 
 
 def test_stop_works_when_the_supervisor_is_pid_1(sup):
