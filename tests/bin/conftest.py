@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from run_agent_harness import Supervisor
+sys.path.insert(0, str(Path(__file__).parent))  # whatever pytest's import mode
+
+from run_agent_harness import Supervisor  # noqa: E402
 
 
 @pytest.fixture

@@ -323,6 +323,19 @@ def test_stop_signal_is_forwarded_and_nothing_is_left_behind(sup, sig, code):
     assert sup.log_lines(rf"stopped on SIG{sig.name[3:]}; exiting {code}")
 
 
+def test_stop_signal_to_the_whole_process_group(sup):
+    # tini -g, or Ctrl-C in a terminal: the iteration and the supervisor's own timers
+    # get the signal at the same moment as the supervisor.
+    sup.start([{"job": "j1", "hold": True}])
+    pid = sup.wait_holding(1)
+    family = descendants(sup.pid)
+    os.killpg(sup.pid, signal.SIGTERM)
+    assert sup.proc.wait(timeout=10) == 143
+    assert {s["pid"] for s in sup.signals()} == {pid}  # its own and the forwarded one
+    assert [p for p in family if alive(p)] == []
+    assert sup.state()["status"] == "stopped"
+
+
 def test_state_keeps_its_heartbeat_while_the_iteration_winds_down(sup):
     sup.start([{"job": "j1", "hold": True, "term_delay": 1}])
     sup.wait_holding(1)
