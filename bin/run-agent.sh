@@ -293,7 +293,9 @@ nap_until() {
         sleep_arg "$chunk"
         sleep "$REPLY" &
         SLEEPER=$!
-        # A trapped signal ends this wait early (and the handler kills the sleeper).
+        # A signal from now on finds SLEEPER set and the handler kills it, which ends
+        # the wait at once; one that came just before is caught by this check.
+        if stopping; then kill "$SLEEPER" 2>/dev/null; fi
         wait "$SLEEPER" 2>/dev/null
         kill "$SLEEPER" 2>/dev/null
         wait "$SLEEPER" 2>/dev/null
