@@ -8,7 +8,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import fake, make_git_repo, run_one_job
+from tests.conftest import fake, make_git_repo, run_one_job
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

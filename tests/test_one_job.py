@@ -23,7 +23,8 @@ def test_a_stub_job_on_a_repository_succeeds_with_its_commit(runner_env, queue, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = queue.get(job["id"])
     assert row["status"] == "succeeded", row["error"]
-    assert [c["subject"] for c in row["result"]["commits"]] == ["stub: record the prompt"]
+    commits = row["result"]["commits"]
+    assert commits["count"] == 1 and [c["subject"] for c in commits["list"]] == ["stub: record the prompt"]
     assert [e["event"] for e in queue.events(job["id"])] == ["enqueued", "claimed", "running", "succeeded"]
     # The job's log is a relative link to the run log and holds the agent's output.
     link = tmp_path / "logs" / "jobs" / f"{job['id']}.log"

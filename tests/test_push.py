@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-from conftest import fake, make_git_repo, run_one_job
+from tests.conftest import fake, make_git_repo, run_one_job
 from fakes.git_http import GitHttpServer, bare_copy
 
 TOKEN = "tok-Zq8-very-secret-4411"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_git_repo
+from tests.conftest import REPO, make_git_repo
 from gitkit import commit, free_port, settings
 from structlog.testing import capture_logs
 

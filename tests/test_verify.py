@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import fake, make_git_repo, run_one_job
+from tests.conftest import fake, make_git_repo, run_one_job
 from gitkit import settings
 
 from runner import verify

@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import fake, make_git_repo, run_one_job, start_one_job
+from tests.conftest import fake, make_git_repo, run_one_job, start_one_job
 from fakes.git_http import GitHttpServer, bare_copy
 from gitkit import commit
 
