@@ -130,7 +130,7 @@ class Renderer:
         if not self._delta:
             return []
         text, self._delta = "".join(self._delta), []
-        return _text_block(self.tag(), text)
+        return _text_block(f"{self.tag()}text ", text)
 
     # -- the runner's own lines ----------------------------------------------------------
 
