@@ -67,7 +67,7 @@ def test_fresh_state_is_healthy_and_keeps_its_fields(tmp_path):
     (lambda d: (d / "state.json").write_text("{not json"), "cannot be read"),
     (lambda d: (d / "state.json").write_text("[1, 2]"), "does not hold a JSON object"),
     (lambda d: write_state(d, updated_at="yesterday"), "no readable updated_at"),
-    (lambda d: write_state(d, age_seconds=121), "last updated 121 s ago"),
+    (lambda d: write_state(d, age_seconds=300), "s ago (more than 120 s)"),
     (lambda d: (write_state(d), (d / "UNHEALTHY").write_text("5 failed iterations in a row\n")),
      "UNHEALTHY: 5 failed iterations in a row"),
     (lambda d: (write_state(d), (d / "TOKEN_EXPIRED").write_text("")), "TOKEN_EXPIRED"),
