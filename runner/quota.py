@@ -33,6 +33,7 @@ log = structlog.get_logger("runner.quota")
 # Not the probe's business: the database and the push token.
 _WITHHELD = ("DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_GIT_TOKEN")
 _PRESENCE_SECONDS = 15.0
+_SLICE_SECONDS = 0.5
 
 
 class ProbeError(Exception):
@@ -108,13 +109,16 @@ def gate(settings: Settings, stop: threading.Event,
                 reset_at=quota.reset_at.isoformat() if quota.reset_at else None,
                 wait_seconds=round(wait, 1))
     deadline = time.monotonic() + wait
+    next_presence = time.monotonic() + _PRESENCE_SECONDS
     while not stop.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        if stop.wait(min(remaining, _PRESENCE_SECONDS)):
-            break
-        if presence is not None:
+        # Sleep in slices, never stop.wait(): the SIGTERM handler calls stop.set(), and an
+        # Event waited on in the main thread can deadlock when its handler sets it there.
+        time.sleep(min(remaining, _SLICE_SECONDS))
+        if presence is not None and time.monotonic() >= next_presence:
+            next_presence = time.monotonic() + _PRESENCE_SECONDS
             presence()
     if stop.is_set():
         return False
