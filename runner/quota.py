@@ -4,7 +4,7 @@ RUNNER_QUOTA_PROBE is a command (split like a shell would, never run through one
 prints one JSON object: ``{"pct": <remaining percent, 0-100>, "reset_at": <ISO-8601 or
 Unix seconds, optional>}``. When ``pct`` is below RUNNER_MIN_QUOTA_PCT the iteration
 waits until ``reset_at`` (at most RUNNER_QUOTA_MAX_WAIT_SECONDS; that long when
-``reset_at`` is missing or past) before it claims, so that a job is not started only to
+``reset_at`` is missing, no wait when it is past) before it claims, so that a job is not started only to
 hit the usage limit half-way. SIGTERM ends the wait at once.
 
 A probe that fails, times out or prints something else is logged in one line and
@@ -103,8 +103,11 @@ def gate(settings: Settings, stop: threading.Event,
         log.info("quota_ok", pct=quota.pct, min_pct=settings.min_quota_pct)
         return not stop.is_set()
     now = datetime.now(timezone.utc)
-    until = (quota.reset_at - now).total_seconds() if quota.reset_at else 0
-    wait = min(until, settings.quota_max_wait_seconds) if until > 0 else settings.quota_max_wait_seconds
+    if quota.reset_at is None:  # no idea when it resets: the longest wait
+        wait = settings.quota_max_wait_seconds
+    else:  # a reset time already past means the quota has just come back: no wait
+        wait = max(0.0, min((quota.reset_at - now).total_seconds(), settings.quota_max_wait_seconds))
+    _presence(presence)
     log.warning("quota_low_waiting", pct=quota.pct, min_pct=settings.min_quota_pct,
                 reset_at=quota.reset_at.isoformat() if quota.reset_at else None,
                 wait_seconds=round(wait, 1))
@@ -117,10 +120,19 @@ def gate(settings: Settings, stop: threading.Event,
         # Sleep in slices, never stop.wait(): the SIGTERM handler calls stop.set(), and an
         # Event waited on in the main thread can deadlock when its handler sets it there.
         time.sleep(min(remaining, _SLICE_SECONDS))
-        if presence is not None and time.monotonic() >= next_presence:
+        if time.monotonic() >= next_presence:
             next_presence = time.monotonic() + _PRESENCE_SECONDS
-            presence()
+            _presence(presence)
     if stop.is_set():
         return False
     log.info("quota_wait_over")
     return True
+
+
+def _presence(presence: Callable[[], None] | None) -> None:
+    if presence is None:
+        return
+    try:
+        presence()
+    except Exception as exc:  # the database may be down; the wait goes on
+        log.warning("worker_presence_failed", error=str(exc))

@@ -119,6 +119,8 @@ class Renderer:
                 out = [raw]
             elif "type" not in event and "event" in event and "level" in event:
                 out = self.runner(event)
+            elif not isinstance(event.get("type"), str):
+                out = [raw]  # JSON of some other program: as it is
             else:
                 out = self.agent_event(event)
         if self._delta and not self._was_delta:

@@ -108,6 +108,16 @@ def test_gate_waits_until_reset_capped_and_stops_on_sigterm(tmp_path):
     assert quota.gate(settings(low_far, quota_max_wait_seconds=1), stop) is True  # the cap
     assert time.monotonic() - started < 10
 
+    past = probe_script(tmp_path, "print(json.dumps({'pct': 3, 'reset_at': time.time() - 5}))", "c.py")
+    started = time.monotonic()
+    assert quota.gate(settings(past), stop) is True  # the quota has just come back
+    assert time.monotonic() - started < 10
+
+    no_reset = probe_script(tmp_path, "print(json.dumps({'pct': 3}))", "d.py")
+    started = time.monotonic()
+    assert quota.gate(settings(no_reset, quota_max_wait_seconds=1), stop) is True
+    assert time.monotonic() - started >= 0.9
+
     threading.Timer(0.5, stop.set).start()
     started = time.monotonic()
     assert quota.gate(settings(low_far), stop) is False  # a 3 h wait, ended by "SIGTERM"
@@ -140,4 +150,4 @@ def test_sigterm_during_the_quota_wait_claims_nothing(runner_env, queue, tmp_pat
             proc.kill()
         proc.stdout.close()
     assert queue.get(job["id"])["status"] == "queued"
-    assert [w["state"] for w in queue.workers()] == ["starting"]
+    assert [w["state"] for w in queue.workers()] == ["quota_wait"]

@@ -86,6 +86,8 @@ def test_runner_lines_stderr_and_plain_text():
                     "reason": "two words"}),
         "[agent stderr] error: unknown option '--no-such-flag'",
         "plain text from somewhere",
+        '{"fake": "done"}',
+        '[1, 2]',
         json.dumps({"timestamp": "2026-01-02T03:04:06Z", "level": "error", "event": "iteration_crashed",
                     "exception": "Traceback (most recent call last):\n  boom\nValueError: x"}),
     ]
@@ -95,7 +97,8 @@ def test_runner_lines_stderr_and_plain_text():
     assert "worker_id" not in out[0]
     assert out[1] == "         [agent stderr] error: unknown option '--no-such-flag'"
     assert out[2] == "plain text from somewhere"
-    assert "error   iteration_crashed" in out[3]
+    assert out[3:5] == ['{"fake": "done"}', "[1, 2]"]
+    assert "error   iteration_crashed" in out[5]
     assert out[-1].endswith("| ValueError: x")
 
 
