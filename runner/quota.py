@@ -4,8 +4,8 @@ RUNNER_QUOTA_PROBE is a command (split like a shell would, never run through one
 prints one JSON object: ``{"pct": <remaining percent, 0-100>, "reset_at": <ISO-8601 or
 Unix seconds, optional>}``. When ``pct`` is below RUNNER_MIN_QUOTA_PCT the iteration
 waits until ``reset_at`` (at most RUNNER_QUOTA_MAX_WAIT_SECONDS; that long when
-``reset_at`` is missing, no wait when it is past) before it claims, so that a job is not started only to
-hit the usage limit half-way. SIGTERM ends the wait at once.
+``reset_at`` is missing, no wait when it is past) before it claims, so that a job is not
+started only to hit the usage limit half-way. SIGTERM ends the wait at once.
 
 A probe that fails, times out or prints something else is logged in one line and
 ignored: the gate never stops a worker from working.
