@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status")
     p.add_argument("--queue")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--watch", action="store_true", help="redraw live as jobs change (Ctrl-C exits)")
 
     p = sub.add_parser("show", help="one job with its events")
     p.add_argument("id")
@@ -56,13 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("workers", help="the workers and when each was last seen")
     p = sub.add_parser("prune", help="delete finished jobs (and their events) older than N days")
     p.add_argument("--days", type=float, required=True)
+
+    p = sub.add_parser("health", help="this worker's health from its state files (exit 0 healthy, 1 not)")
+    p.add_argument("--serve", action="store_true",
+                   help="serve GET /health and /metrics on RUNNER_HEALTH_BIND:RUNNER_HEALTH_PORT")
+    p = sub.add_parser("logs", help="a job's log, readable (agent events rendered)")
+    p.add_argument("id", help="the job's id, or an unambiguous prefix of it")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow the log until the job reaches a final status (Ctrl-C stops)")
+    p.add_argument("--raw", action="store_true", help="the lines as written, not rendered")
     return parser
+
+
+# Commands that read files first: they work without DATABASE_URL (and with the database down).
+_DATABASE_OPTIONAL = {"health", "logs"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(database_optional=args.command in _DATABASE_OPTIONAL)
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return 1
@@ -126,6 +140,9 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 @command("jobs")
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
+    if args.watch:
+        from runner.watch import watch_jobs
+        return watch_jobs(settings, status=args.status, queue=args.queue, limit=args.limit)
     with _queue(settings) as q:
         rows = q.list(status=args.status, queue=args.queue, limit=args.limit)
     for r in rows:
@@ -209,3 +226,15 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
             total += deleted
     print(f"deleted {total} finished job(s) older than {args.days:g} days")
     return 0
+
+
+@command("health")
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from runner import health
+    return health.serve(settings) if args.serve else health.check(settings)
+
+
+@command("logs")
+def _logs(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.logview import show_logs
+    return show_logs(settings, args.id, follow=args.follow, raw=args.raw)

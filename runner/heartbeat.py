@@ -17,6 +17,8 @@ from runner.queue import Claim, Queue
 
 log = structlog.get_logger("runner.heartbeat")
 
+PRESENCE_SECONDS = 15.0
+
 
 class Heartbeat:
     def __init__(self, dsn: str, worker_id: str, claim: Claim, lease_seconds: float,
@@ -49,8 +51,15 @@ class Heartbeat:
         return None
 
     def _run(self) -> None:
+        # The lease is renewed every `interval`; between renewals the worker row is touched
+        # every PRESENCE_SECONDS so that `runner workers` does not show a busy worker gone.
+        next_beat = time.monotonic() + self.interval
         try:
-            while not self._stop.wait(self.interval):
+            while not self._stop.wait(max(0.0, min(PRESENCE_SECONDS, next_beat - time.monotonic()))):
+                if time.monotonic() < next_beat:
+                    self._touch_worker()
+                    continue
+                next_beat = time.monotonic() + self.interval
                 self.beat()
                 if self.lost.is_set():
                     return
@@ -79,6 +88,19 @@ class Heartbeat:
             self.lost.set()
             return
         self._last_renewed = time.monotonic()
+        self._touch_worker()
         if row["cancel_requested"] and not self.cancel_requested.is_set():
             log.info("cancel_requested", job_id=str(self.claim.id))
             self.cancel_requested.set()
+
+    def _touch_worker(self) -> None:
+        # Presence for `runner workers` while the agent runs; never a reason to stop.
+        try:
+            if self._queue is None:
+                self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat")
+            self._queue.touch_worker()
+        except DatabaseUnavailable as exc:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None
+            log.warning("worker_presence_failed", error=str(exc))

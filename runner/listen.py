@@ -70,13 +70,16 @@ class Listener:
 def wait_and_claim(
     claim: Callable[[], T | None], listener: Listener, *, wait_seconds: float,
     poll_seconds: float, stop: threading.Event,
+    presence: Callable[[], None] | None = None, presence_seconds: float = 15.0,
 ) -> T | None:
     """Claim now, or LISTEN until a job comes, re-checking every ``poll_seconds``.
 
     Returns the claim, or None when the deadline passes or ``stop`` is set. A dropped
-    LISTEN connection is reopened with backoff until the deadline.
+    LISTEN connection is reopened with backoff until the deadline. ``presence`` is
+    called about every ``presence_seconds`` while waiting (the worker row's last_seen_at).
     """
     deadline = time.monotonic() + wait_seconds
+    last_presence = time.monotonic()
     found = claim()  # the common case under load: no LISTEN connection needed at all
     if found is not None or stop.is_set() or wait_seconds <= 0:
         return found
@@ -91,6 +94,9 @@ def wait_and_claim(
                 remaining = next_poll - time.monotonic()
                 if remaining <= 0:
                     break
+                if presence is not None and time.monotonic() - last_presence >= presence_seconds:
+                    last_presence = time.monotonic()
+                    presence()
                 try:
                     if listener.wait(min(remaining, _SLICE_SECONDS)):
                         break

@@ -62,7 +62,9 @@ class Sink:
     def __init__(self, redactor: Redactor, extra: IO[str] | None = None) -> None:
         self.redact = redactor
         self.extra = extra
-        self.lock = threading.Lock()
+        # Reentrant: the SIGTERM handler logs, and may run in the main thread while that
+        # thread is inside write_line (a plain Lock deadlocked the iteration there).
+        self.lock = threading.RLock()
 
     def write_line(self, line: str) -> None:
         line = self.redact(line.rstrip("\n")) + "\n"

@@ -16,8 +16,8 @@ import time
 
 import structlog
 
-from runner import logs
-from runner.errors import IterationError, SettingsError
+from runner import logs, quota, state
+from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
 from runner.listen import Listener, wait_and_claim
 from runner.queue import Claim, Queue
@@ -38,8 +38,10 @@ def main() -> int:
     sink, run_log = logs.setup(settings)
     stop = _stop_on_signals()
     logs.bind(worker_id=settings.worker_id)
+    started, code = time.monotonic(), EXIT_FAILED
     try:
-        return iterate(settings, sink, run_log, stop)
+        code = iterate(settings, sink, run_log, stop)
+        return code
     except IterationError as exc:
         log.error("iteration_failed", error=str(exc))
         return EXIT_FAILED
@@ -47,6 +49,7 @@ def main() -> int:
         log.exception("iteration_crashed")
         return EXIT_FAILED
     finally:
+        _record_iteration(settings, time.monotonic() - started, code)
         sink.close()
 
 
@@ -56,6 +59,8 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)
+        if not quota.gate(settings, stop, lambda: queue.worker_seen("quota_wait", queues=settings.queues)):
+            return EXIT_STOPPED
         claim = claim_or_wait(queue, settings, stop)
         if claim is None:
             queue.worker_seen("idle", queues=settings.queues)
@@ -90,7 +95,23 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
 
     listener = Listener(settings.dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
-                          poll_seconds=settings.poll_seconds, stop=stop)
+                          poll_seconds=settings.poll_seconds, stop=stop,
+                          presence=lambda: _presence(queue))
+
+
+def _presence(queue: Queue) -> None:
+    try:
+        queue.touch_worker()  # `runner workers` shows a waiting worker as alive
+    except DatabaseUnavailable as exc:
+        log.warning("worker_presence_failed", error=str(exc))
+
+
+def _record_iteration(settings: Settings, seconds: float, code: int) -> None:
+    try:
+        job_id = structlog.contextvars.get_contextvars().get("job_id")
+        state.record_iteration(settings.state_dir, seconds, code, job_id)
+    except OSError as exc:
+        log.warning("iteration_not_recorded", error=str(exc))
 
 
 def _not_dumpable() -> None:

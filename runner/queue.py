@@ -52,11 +52,12 @@ class Claim:
         return self.job["claim_token"]
 
 
-def connect(dsn: str, purpose: str, worker_id: str = "") -> psycopg.Connection:
+def connect(dsn: str, purpose: str, worker_id: str = "", *, connect_timeout: int = 10,
+            **options: Any) -> psycopg.Connection:
     try:
         return psycopg.connect(
-            dsn, autocommit=True, row_factory=dict_row, connect_timeout=10,
-            application_name=f"runner:{purpose}:{worker_id}"[:63],
+            dsn, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout,
+            application_name=f"runner:{purpose}:{worker_id}"[:63], **options,
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"the database cannot be reached: {_one_line(exc)}") from exc
@@ -185,3 +186,24 @@ class Queue:
 
     def workers(self) -> list[dict[str, Any]]:
         return self._run("list_workers")
+
+    def touch_worker(self) -> None:
+        self._run("touch_worker", id=self.worker_id)
+
+    # -- operations (runner logs, /metrics) ---------------------------------------------
+
+    def job_status(self, job_id: uuid.UUID | str) -> str | None:
+        rows = self._run("job_status", id=job_id)
+        return rows[0]["status"] if rows else None
+
+    def job_ids_by_prefix(self, prefix: str) -> list[str]:
+        return [str(r["id"]) for r in self._run("job_ids_by_prefix", prefix=prefix.lower())]
+
+    def job_counts(self) -> list[dict[str, Any]]:
+        return self._run("job_counts")
+
+    def worker_event_counts(self, worker_id: str) -> dict[str, int]:
+        return {r["event"]: r["n"] for r in self._run("worker_event_counts", worker_id=worker_id)}
+
+    def claim_latencies(self, window_seconds: float) -> list[float]:
+        return [r["seconds"] for r in self._run("claim_latencies", window_seconds=window_seconds)]

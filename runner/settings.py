@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     git_user_email: str = "runner@localhost"
     git_token: SecretStr | None = None
 
+    # Operations (docs/operations.md): the health server and the quota gate.
+    health_port: int = Field(default=8080, ge=0, le=65535)
+    health_bind: str = "0.0.0.0"
+    health_stale_seconds: float = Field(default=120, gt=0)
+    quota_probe: str | None = None
+    quota_probe_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    min_quota_pct: float = Field(default=10, ge=0, le=100)
+    quota_max_wait_seconds: float = Field(default=3600, ge=0, le=7 * 86400)
+
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")
     @classmethod
@@ -117,6 +126,19 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("quota_probe")
+    @classmethod
+    def _probe_command(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
+            return None
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            raise ValueError("must be a command that prints {\"pct\": …, \"reset_at\": …}, not a switch")
+        return value
+
+    @property
+    def has_database(self) -> bool:
+        return bool(self.database_url.get_secret_value())
 
     @property
     def dsn(self) -> str:
@@ -151,8 +173,14 @@ def _env_name(field: str) -> str:
 _SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN"}
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings, or raise SettingsError naming each bad setting."""
+def load_settings(*, database_optional: bool = False, **overrides: Any) -> Settings:
+    """Read and validate the settings, or raise SettingsError naming each bad setting.
+
+    ``database_optional``: for commands that read files only (``runner health``), a
+    missing DATABASE_URL is an empty one (``Settings.has_database`` is False).
+    """
+    if database_optional and not (os.environ.get("DATABASE_URL") or os.environ.get("RUNNER_DATABASE_URL")):
+        overrides.setdefault("database_url", "")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -8,8 +8,9 @@ Each is replaced atomically so the supervisor never reads half a file.
 
 from __future__ import annotations
 
+import json
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -30,3 +31,41 @@ def clear_current_job(state_dir: Path) -> None:
 
 def set_usage_limit_reset(state_dir: Path, reset_at: datetime) -> None:
     _write(state_dir / "usage_limit_reset_at", f"{int(reset_at.timestamp())}\n")
+
+
+# -- iteration durations, for `runner health --serve` /metrics ----------------------------
+# One JSON line per iteration in ``iterations.jsonl``: {"at", "seconds", "exit_code",
+# "job_id"}. Kept small: past _ITERATIONS_MAX_BYTES the older half is dropped.
+
+ITERATIONS_FILE = "iterations.jsonl"
+_ITERATIONS_MAX_BYTES = 256 * 1024
+
+
+def record_iteration(state_dir: Path, seconds: float, exit_code: int,
+                     job_id: str | None = None) -> None:
+    path = state_dir / ITERATIONS_FILE
+    line = json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "seconds": round(seconds, 3), "exit_code": exit_code,
+                       "job_id": job_id}) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:  # one short append: atomic enough
+        fh.write(line)
+    if path.stat().st_size > _ITERATIONS_MAX_BYTES:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        _write(path, "".join(lines[len(lines) // 2:]))
+
+
+def read_iterations(state_dir: Path) -> list[dict]:
+    try:
+        text = (state_dir / ITERATIONS_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)):
+            rows.append(row)
+    return rows

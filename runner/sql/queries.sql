@@ -203,3 +203,32 @@ SELECT id, host, pid, version, state, current_job, queues, last_seen_at, started
        last_seen_at < now() - interval '1 minute' AS gone
 FROM workers
 ORDER BY last_seen_at DESC;
+
+-- name: touch_worker
+-- Presence only: the worker is alive (while it waits for work, and on each heartbeat).
+UPDATE workers SET last_seen_at = now() WHERE id = %(id)s;
+
+-- name: job_status
+SELECT status FROM jobs WHERE id = %(id)s;
+
+-- name: job_ids_by_prefix
+-- `runner logs <prefix>`: a prefix of the id's text form, as an operator copies it.
+SELECT id FROM jobs WHERE id::text LIKE %(prefix)s || '%%' ORDER BY created_at DESC LIMIT 10;
+
+-- name: job_counts
+-- /metrics: how many jobs in each status, per queue.
+SELECT queue, status, count(*) AS n FROM jobs GROUP BY queue, status;
+
+-- name: worker_event_counts
+-- /metrics: what this worker did, by event (job_events is append-only).
+SELECT event, count(*) AS n FROM job_events WHERE worker_id = %(worker_id)s GROUP BY event;
+
+-- name: claim_latencies
+-- /metrics: seconds from "due" (created, or run_after when later) to claimed, for jobs
+-- claimed in the last window; a requeued job's older claim is not counted.
+SELECT extract(epoch FROM claimed_at - greatest(created_at, run_after))::float8 AS seconds
+FROM jobs
+WHERE claimed_at > now() - make_interval(secs => %(window_seconds)s)
+  AND status <> 'queued' AND claimed_at >= greatest(created_at, run_after)
+ORDER BY claimed_at DESC
+LIMIT 10000;

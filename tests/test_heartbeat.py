@@ -1,0 +1,38 @@
+"""runner/heartbeat.py: the worker row is touched between lease renewals."""
+
+from __future__ import annotations
+
+import time
+
+from runner import heartbeat
+from runner.heartbeat import Heartbeat
+from runner.queue import Queue
+
+
+def last_seen(queue: Queue, worker_id: str):
+    return next(w["last_seen_at"] for w in queue.workers() if w["id"] == worker_id)
+
+
+def test_a_running_worker_stays_present_between_renewals(db_url, queue, monkeypatch):
+    monkeypatch.setattr(heartbeat, "PRESENCE_SECONDS", 0.3)
+    worker = Queue.open(db_url, "busy-worker")
+    worker.worker_seen("running")
+    before = last_seen(queue, "busy-worker")
+    worker.enqueue(prompt="p")
+    claim = worker.claim(["default"], 60)
+    with Heartbeat(db_url, "busy-worker", claim, lease_seconds=60, interval=30) as hb:
+        time.sleep(1.0)  # no renewal yet (every 30 s), but presence every 0.3 s
+        assert not hb.lost.is_set()
+    assert last_seen(queue, "busy-worker") > before
+    assert [w["gone"] for w in queue.workers()] == [False]
+    worker.close()
+
+
+def test_touch_worker_refreshes_only_last_seen(queue):
+    queue.worker_seen("idle", queues=["a"])
+    row = queue.workers()[0]
+    time.sleep(0.05)
+    queue.touch_worker()
+    after = queue.workers()[0]
+    assert after["last_seen_at"] > row["last_seen_at"]
+    assert (after["state"], after["queues"], after["started_at"]) == ("idle", ["a"], row["started_at"])

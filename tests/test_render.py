@@ -1,0 +1,143 @@
+"""runner/render.py on the REAL captured agent output (tests/fixtures/claude, codex)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.render import Renderer, key_argument
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def render(lines: list[str]) -> list[str]:
+    r = Renderer()
+    out = []
+    for line in lines:
+        out += r.line(line)
+    return out + r.flush()
+
+
+def render_fixture(agent: str, case: str) -> list[str]:
+    return render((FIXTURES / agent / f"{case}.stdout.jsonl").read_text().splitlines())
+
+
+# (agent, case, substrings that must appear, each on some rendered line)
+CASES = [
+    ("claude", "success_write_tool", [
+        "claude  init model=claude-sonnet-4-5 cwd=/tmp/capture/repo tools=26",
+        "claude  tool Write /tmp/capture/repo/hello.txt",
+        "claude  text Wrote hello.txt.",
+        "claude  result success is_error=false cost=$0.0457 tokens in=2400 out=84",
+        "turns=2",
+    ]),
+    ("claude", "auth_401", [
+        "api_retry attempt 1/2 status=401 error=authentication_failed",
+        "api_retry attempt 2/2 status=401",
+        "api error authentication_failed (401): Invalid API key",
+        "result success is_error=true api_error_status=401 cost=$0.0000",
+        "terminal_reason=api_error: Invalid API key · Fix external API key",
+    ]),
+    ("claude", "auth_401_first_retry", ["api_retry attempt 1/10 status=401"]),
+    ("claude", "permission_denied", [
+        "tool Bash touch /tmp/capture-should-not-exist",
+        "permission denied Bash: touch in '/tmp/capture-should-not-exist' needs approval",
+        "tool error: touch in '/tmp/capture-should-not-exist' needs approval",
+        "permission_denials=1 (Bash)",
+    ]),
+    ("claude", "usage_limit_oauth_429", [
+        "rate_limit status=rejected type=five_hour resets=",
+        "api error rate_limit (429): You've hit your 5-hour limit",
+    ]),
+    ("claude", "rate_limit_warning_oauth_200", ["rate_limit status=allowed_warning type=five_hour utilization=0.9"]),
+    ("claude", "max_turns", ["tool Write /tmp/capture/repo/a.txt",
+                             'result error_max_turns is_error=true',
+                             'errors=["Reached maximum number of turns (1)"]']),
+    ("claude", "overloaded_529", ["api_retry attempt 1/2 status=529 error=overloaded"]),
+    ("claude", "sigint_midstream", ["user [Request interrupted by user]", "result error_during_execution"]),
+    ("codex", "success", ["codex   thread started", "codex   text Hello from the fake Responses API.",
+                          "turn completed tokens in=1200 out=42 cached=800"]),
+    ("codex", "auth_401", ["error: Reconnecting... 1/1 (unexpected status 401",
+                           "turn FAILED: unexpected status 401 Unauthorized"]),
+]
+
+
+@pytest.mark.parametrize("agent,case,expected", CASES, ids=[f"{a}-{c}" for a, c, _ in CASES])
+def test_real_captures_render_readably(agent, case, expected):
+    out = render_fixture(agent, case)
+    text = "\n".join(out)
+    for piece in expected:
+        assert piece in text, f"{piece!r} not in:\n{text}"
+    # Every JSON line became something short and readable, not raw JSON.
+    assert not any(line.lstrip().startswith("{") for line in out)
+
+
+def test_every_capture_renders_without_raising():
+    for path in sorted(FIXTURES.glob("*/*.stdout.jsonl")):
+        render(path.read_text().splitlines())
+
+
+def test_runner_lines_stderr_and_plain_text():
+    lines = [
+        json.dumps({"timestamp": "2026-01-02T03:04:05.678Z", "level": "info", "event": "job_claimed",
+                    "worker_id": "w1", "job_id": "j", "attempt": 1, "repo_url": None,
+                    "reason": "two words"}),
+        "[agent stderr] error: unknown option '--no-such-flag'",
+        "plain text from somewhere",
+        '{"fake": "done"}',
+        '[1, 2]',
+        json.dumps({"timestamp": "2026-01-02T03:04:06Z", "level": "error", "event": "iteration_crashed",
+                    "exception": "Traceback (most recent call last):\n  boom\nValueError: x"}),
+    ]
+    out = render(lines)
+    assert out[0].endswith('info    job_claimed attempt=1 repo_url=null reason="two words"')
+    assert out[0][:8].count(":") == 2  # HH:MM:SS (the reader's time zone)
+    assert "worker_id" not in out[0]
+    assert out[1] == "         [agent stderr] error: unknown option '--no-such-flag'"
+    assert out[2] == "plain text from somewhere"
+    assert out[3:5] == ['{"fake": "done"}', "[1, 2]"]
+    assert "error   iteration_crashed" in out[5]
+    assert out[-1].endswith("| ValueError: x")
+
+
+def test_gemini_stream_json_and_unknown_events():
+    lines = [json.dumps(e) for e in [
+        {"type": "init", "timestamp": "t", "session_id": "s1", "model": "gemini-2.5-pro"},
+        {"type": "message", "role": "user", "content": "the prompt"},
+        {"type": "message", "role": "assistant", "content": "Hel", "delta": True},
+        {"type": "message", "role": "assistant", "content": "lo.", "delta": True},
+        {"type": "tool_use", "tool_name": "run_shell_command", "tool_id": "t1",
+         "parameters": {"command": "ls -la"}},
+        {"type": "tool_result", "tool_id": "t1", "status": "error", "output": "",
+         "error": {"type": "x", "message": "denied"}},
+        {"type": "error", "severity": "warning", "message": "loop detected"},
+        {"type": "result", "status": "success",
+         "stats": {"input_tokens": 10, "output_tokens": 5, "duration_ms": 1500, "tool_calls": 1}},
+        {"type": "something_new", "x": 1},
+    ]]
+    text = "\n".join(render(lines))
+    assert "gemini  init model=gemini-2.5-pro session=s1" in text
+    assert "gemini  text Hello." in text
+    assert "the prompt" not in text
+    assert "gemini  tool run_shell_command ls -la" in text
+    assert "gemini  tool error: denied" in text
+    assert "gemini  warning: loop detected" in text
+    assert "gemini  result success tokens in=10 out=5 duration=1.5s tool_calls=1" in text
+    assert 'something_new {"type": "something_new", "x": 1}' in text
+
+
+@pytest.mark.parametrize("name,args,shown", [
+    ("Write", {"file_path": "/r/a.txt", "content": "x"}, "/r/a.txt"),
+    ("Edit", {"file_path": "/r/b.py", "old_string": "a"}, "/r/b.py"),
+    ("Read", {"file_path": "/r/c"}, "/r/c"),
+    ("Bash", {"command": "pytest -q\n  -x", "description": "tests"}, "pytest -q -x"),
+    ("Grep", {"pattern": "TODO", "path": "/r"}, "TODO"),
+    ("Glob", {"pattern": "**/*.py"}, "**/*.py"),
+    ("WebFetch", {"url": "https://example.com", "prompt": "p"}, "https://example.com"),
+    ("mcp__db__query", {"limit": 3, "sql": "select 1"}, "select 1"),
+    ("Odd", {}, ""),
+])
+def test_tool_calls_show_their_key_argument(name, args, shown):
+    assert key_argument(name, args) == shown
