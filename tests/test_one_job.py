@@ -52,10 +52,7 @@ def test_payload_is_private_and_holds_the_job(runner_env, queue, tmp_path):
                         config={**fake(sleep=3), "note": "x"})
     proc = start_one_job(runner_env)
     payload = tmp_path / "jobs" / str(job["id"]) / "payload.json"
-    for _ in range(100):
-        if payload.exists():
-            break
-        time.sleep(0.05)
+    _wait_for(lambda: payload.exists() and payload.stat().st_size > 0, timeout=30)
     mode = stat.S_IMODE(payload.stat().st_mode)
     copy.write_text(payload.read_text())
     proc.kill()
