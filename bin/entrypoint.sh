@@ -277,6 +277,41 @@ else
 fi
 
 # ---------------------------------------------------------------- 5. pre-clone
+# The same mirror a job would use (runner.repo_cache, under its lock), after the same URL
+# check a job's repo_url gets. Prints "cloned"/"fetched", or the reason it failed (the
+# library's messages never show a URL's user info); its warnings (retries) go to stderr
+# as entrypoint lines.
+preclone() {
+    "$PYTHON" - "$1" << 'PY'
+import logging, sys, time
+try:
+    import structlog
+    from runner.inputs import check_repo_url
+    from runner.repo_cache import ensure_mirror, locked, mirror_dir
+    from runner.settings import load_settings
+except ImportError as exc:
+    print(f"cannot import the runner package with {sys.executable}: {exc}")
+    sys.exit(2)
+def line(_logger, _method, ev):
+    event = ev.pop("event", "")
+    ev.pop("level", None)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return " ".join([f"{when} entrypoint: pre-clone: {event}", *(f"{k}={v}" for k, v in ev.items())])
+structlog.configure(processors=[line], logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+url = sys.argv[1]
+try:
+    settings = load_settings()
+    check_repo_url(url, settings)
+    mirror = mirror_dir(settings.cache_dir, url)
+    with locked(mirror, settings):
+        print(ensure_mirror(url, mirror, settings))
+except Exception as exc:
+    print(" ".join(str(exc).split())[:400] or type(exc).__name__)
+    sys.exit(1)
+PY
+}
+
 repos=${RUNNER_PRECLONE_REPOS:-}
 repos=${repos//,/ }
 repos=${repos//$'\n'/ }
@@ -284,10 +319,13 @@ read -r -a repo_list <<< "$repos" || true
 if ((${#repo_list[@]} > 0)); then
     for url in "${repo_list[@]}"; do
         shown=$(redact_url "$url")
-        if "$RUNNER_CLI" cache warm "$url"; then
-            log "pre-clone $shown: ok"
+        rc=0
+        result=$(preclone "$url") || rc=$?
+        result=${result##*$'\n'}
+        if ((rc == 0)); then
+            log "pre-clone $shown: ok (${result:-done})"
         else
-            log "pre-clone $shown: FAILED (exit $?); continuing, jobs will clone it on demand"
+            log "pre-clone $shown: FAILED (exit $rc): ${result:-no message}; continuing, jobs will clone it on demand"
         fi
     done
 else
@@ -295,12 +333,37 @@ else
 fi
 
 # ---------------------------------------------------------------- 6. health server
+# Started before the exec below, so the supervisor (same pid) becomes its parent; with
+# setpriv's parent-death signal it ends when the supervisor does, also on a plain host
+# where no container teardown would end it.
 port=${RUNNER_HEALTH_PORT:-8080}
 if [[ "$port" == "0" ]]; then
     log "health server: off (RUNNER_HEALTH_PORT=0)"
 else
-    "$RUNNER_CLI" health --serve &
-    log "health server: pid $! on port $port (GET /health, /metrics)"
+    if command -v setpriv > /dev/null; then
+        setpriv --pdeathsig TERM -- "$RUNNER_CLI" health --serve &
+    else
+        "$RUNNER_CLI" health --serve &
+    fi
+    health_pid=$!
+    # Say whether it really listens: a server that exited at once (a port in use, a CLI
+    # without `health --serve`) would otherwise go unnoticed until the first scrape.
+    probe=${RUNNER_HEALTH_BIND:-0.0.0.0}
+    case "$probe" in 0.0.0.0 | "") probe=127.0.0.1 ;; "::") probe=::1 ;; esac
+    for ((i = 0; i < 50; i++)); do
+        if ! kill -0 "$health_pid" 2> /dev/null; then
+            rc=0
+            wait "$health_pid" || rc=$?
+            log "health server: FAILED, exited at once (exit $rc; see the lines above); continuing without GET /health"
+            break
+        fi
+        if (: > "/dev/tcp/$probe/$port") 2> /dev/null; then
+            log "health server: pid $health_pid on port $port (GET /health, /metrics)"
+            break
+        fi
+        sleep 0.1
+    done
+    ((i < 50)) || log "health server: pid $health_pid, not answering on $probe:$port after 5s"
 fi
 
 # ---------------------------------------------------------------- 7. supervisor

