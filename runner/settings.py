@@ -109,18 +109,12 @@ class Settings(BaseSettings):
     @field_validator("allowed_agents")
     @classmethod
     def _known_agents(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(AGENTS))
-        if unknown:
-            raise ValueError(f"unknown agent(s) {unknown}; known: {', '.join(AGENTS)}")
-        return value
+        return _only_known(value, AGENTS, "agent")
 
     @field_validator("allowed_permission_modes")
     @classmethod
     def _known_modes(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(PERMISSION_MODES))
-        if unknown:
-            raise ValueError(f"unknown mode(s) {unknown}; known: {', '.join(PERMISSION_MODES)}")
-        return value
+        return _only_known(value, PERMISSION_MODES, "mode")
 
     @field_validator("job_root", "cache_dir", "log_dir", "state_dir")
     @classmethod
@@ -154,6 +148,13 @@ class Settings(BaseSettings):
     keep_failed_hours: float = Field(default=24, ge=0)
     keep_branch_hours: float = Field(default=168, ge=0)
     verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+
+
+def _only_known(value: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
+    return value
 
 
 def libpq_dsn(url: str) -> str:
