@@ -4,7 +4,9 @@ and the same workload with pgqueuer on the same PostgreSQL, in the same run.
     python benchmarks/claim_throughput.py [--quick] [--runs N] [--jobs N] [--workers N]
                                           [--no-pgqueuer]
 
-Needs the benchmark-only packages in benchmarks/requirements.txt for the pgqueuer half.
+The pgqueuer half needs the benchmark-only venv of benchmarks/requirements.txt: run it as
+``benchmarks/.venv/bin/python benchmarks/claim_throughput.py`` (``--no-pgqueuer`` runs the
+runner half alone with any interpreter that has runner's dependencies).
 
 * runner: a fresh migrated database; N jobs bulk-inserted with one
   ``INSERT … SELECT generate_series`` (triggers on, as a web app's INSERT would fire them:
@@ -199,6 +201,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--duration", type=float, default=None, help="seconds of claiming per run")
     ap.add_argument("--no-pgqueuer", action="store_true")
+    ap.add_argument("--notify-experiment", action="store_true",
+                    help="add a runner variant with the status-change NOTIFY trigger disabled "
+                         "(not the shipped schema) to show what NOTIFY at commit costs")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     n = args.jobs or (10_000 if args.quick else 100_000)
@@ -206,15 +211,26 @@ def main() -> None:
     w = args.workers
 
     print_header("Claim throughput", ["benchmarks/claim_throughput.py", *sys.argv[1:]])
-    variants = [("runner Queue (claim + finish, 1 job per claim)", None)]
+    variants: list[tuple[str, int | None | str]] = [
+        ("runner Queue (claim + finish, 1 job per claim)", None)]
+    if args.notify_experiment:
+        variants.append(("runner Queue, EXPERIMENT: status-change NOTIFY trigger disabled", "nonotify"))
     if not args.no_pgqueuer:
+        try:
+            import pgqueuer  # noqa: F401
+        except ImportError:
+            sys.exit("pgqueuer is not installed in this interpreter: run with benchmarks/.venv/bin/python "
+                     "(see benchmarks/requirements.txt), or pass --no-pgqueuer")
         variants += [("pgqueuer, asyncpg, batch_size=1", 1), ("pgqueuer, asyncpg, batch_size=10 (default)", 10)]
     rows: dict[str, list[list[object]]] = {name: [] for name, _ in variants}
     for r in range(runs):
         for name, batch in variants:
-            if batch is None:
+            if batch is None or batch == "nonotify":
                 with fresh_database("tput") as url:
                     load_s = runner_load(url, n)
+                    if batch == "nonotify":
+                        with psycopg.connect(url, autocommit=True) as conn:
+                            conn.execute("ALTER TABLE jobs DISABLE TRIGGER runner_jobs_status_changed")
                     before = loadavg()
                     res = runner_drain(url, n, w, args.duration)
             else:

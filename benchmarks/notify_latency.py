@@ -249,6 +249,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--agent-jobs", type=int, default=None)
+    ap.add_argument("--synchronous-commit", choices=["on", "off"], default="on",
+                    help="experiment: ALTER DATABASE … SET synchronous_commit for the fresh "
+                         "database, to show what the WAL flush costs (shipped config: on)")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     jobs = args.jobs or (50 if args.quick else 200)
@@ -258,6 +261,10 @@ def main() -> None:
     claim_rows, agent_rows = [], []
     for r in range(runs):
         with fresh_database("latency") as url, tempfile.TemporaryDirectory() as tmpd:
+            if args.synchronous_commit != "on":
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} "
+                                 f"SET synchronous_commit = {args.synchronous_commit}")
             load = loadavg()
             raw = raw_notify(url, jobs)
             res = enqueue_to_claim(url, jobs)
