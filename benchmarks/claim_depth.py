@@ -5,10 +5,13 @@
 For each depth: a fresh migrated database; the rows bulk-inserted with one
 ``INSERT … SELECT generate_series`` (``session_replication_role = replica`` for the load
 only, so the per-row NOTIFY trigger does not turn a 1M-row load into 1M notifications and
-1M ``enqueued`` events — the claim does not read either); VACUUM ANALYZE. Then N rounds
-of 10 warm-up + 200 claims by one ``Queue.claim`` each (timed with perf_counter around
-the call: one round trip on loopback), each followed by ``Queue.finish`` so the queue
-keeps its shape. Finally EXPLAIN (ANALYZE, BUFFERS) of the claim statement at the largest
+1M ``enqueued`` events — the claim does not read either); VACUUM ANALYZE. All depths are
+loaded first, then N rounds go over the depths in turn (so drift in the shared machine's
+load hits them alike). A round is 10 warm-up + 200 claims by one ``Queue.claim`` each
+(timed with perf_counter around the call: one round trip on loopback, autocommit — the
+shipped path), interleaved with 200 more inside BEGIN … COMMIT that time the statement
+apart from its commit; each claim is followed by ``Queue.finish`` so the queue keeps its
+shape. Finally EXPLAIN (ANALYZE, BUFFERS) of the claim statement at the largest
 depth, inside a transaction that is rolled back. ``--quick`` skips 1M.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 import time
 from pathlib import Path
 
@@ -44,18 +48,30 @@ def load(url: str, n: int) -> float:
     return elapsed
 
 
-def claims(url: str, n: int) -> list[float]:
-    out = []
+def claims(url: str, n: int) -> tuple[list[float], list[float], list[float]]:
+    """n autocommit claims (the shipped path) interleaved with n claims inside an explicit
+    transaction, which time the statement apart from its COMMIT (the WAL flush)."""
+    real, stmt, commit = [], [], []
     with Queue.open(url, "bench-depth") as q:
-        for i in range(n + WARMUP):
-            t0 = time.perf_counter()
-            claim = q.claim(["default"], 300)
-            t1 = time.perf_counter()
+        for i in range(2 * (n + WARMUP)):
+            if i % 2 == 0:
+                t0 = time.perf_counter()
+                claim = q.claim(["default"], 300)
+                t1 = time.perf_counter()
+                if i >= 2 * WARMUP:
+                    real.append(t1 - t0)
+            else:
+                with q.conn.transaction():
+                    t0 = time.perf_counter()
+                    claim = q.claim(["default"], 300)
+                    t1 = time.perf_counter()
+                t2 = time.perf_counter()
+                if i >= 2 * WARMUP:
+                    stmt.append(t1 - t0)
+                    commit.append(t2 - t1)
             assert claim is not None
             q.finish(claim, "succeeded", result={})
-            if i >= WARMUP:
-                out.append(t1 - t0)
-    return out
+    return real, stmt, commit
 
 
 def explain(url: str) -> str:
@@ -84,28 +100,36 @@ def main() -> None:
     depths = [1_000, 100_000] if args.quick else [1_000, 100_000, 1_000_000]
 
     print_header("Claim time vs queue depth", ["benchmarks/claim_depth.py", *sys.argv[1:]])
-    rows, plan = [], ""
-    for depth in depths:
-        with fresh_database(f"depth{depth}") as url:
-            load_s = load(url, depth)
-            size = sizes(url)
-            rounds = []
-            for r in range(runs):
+    with ExitStack() as stack:
+        dbs = {}
+        for depth in depths:  # all depths loaded first; rounds interleave them (less drift)
+            url = stack.enter_context(fresh_database(f"depth{depth}"))
+            dbs[depth] = (url, load(url, depth), sizes(url))
+            print(f"depth {depth:,} loaded", file=sys.stderr, flush=True)
+        per: dict[int, list[list[object]]] = {d: [] for d in depths}
+        for r in range(runs):
+            for depth in depths:
+                url, load_s, size = dbs[depth]
                 before = loadavg()
-                t = claims(url, args.claims)
-                rounds.append([f"{depth:,}", r + 1, before, len(t), median(t) * 1000,
-                               pct(t, 99) * 1000, max(t) * 1000, round(load_s, 1), size, loadavg()])
-            mid = median_index([row[4] for row in rounds])
-            for i, row in enumerate(rounds):
-                row[1] = f"{row[1]}{' (median)' if i == mid else ''}"
-            rows += rounds
-            if depth == depths[-1]:
-                plan = explain(url)
-        print(f"depth {depth:,} done", file=sys.stderr, flush=True)
+                real, stmt, commit = claims(url, args.claims)
+                ms = [1000 * x for x in (median(real), pct(real, 99), max(real), median(stmt),
+                                         pct(stmt, 99), median(commit))]
+                per[depth].append([f"{depth:,}", r + 1, before, len(real), *ms,
+                                   round(load_s, 1), size, loadavg()])
+        plan = explain(dbs[depths[-1]][0])
+    rows = []
+    for depth in depths:
+        mid = median_index([row[4] for row in per[depth]])
+        for i, row in enumerate(per[depth]):
+            row[1] = f"{row[1]}{' (median)' if i == mid else ''}"
+        rows += per[depth]
 
-    print(f"One `Queue.claim` (one statement, one round trip, autocommit), each followed by "
-          f"`finish`; {args.claims} claims per round after {WARMUP} warm-up; milliseconds.\n")
-    print(table(["queued rows", "round", "load before", "claims", "median", "p99", "max",
+    print(f"One `Queue.claim` (one statement, one round trip, autocommit — the shipped path), "
+          f"each followed by `finish`; {args.claims} per round after {WARMUP} warm-up; "
+          f"interleaved with as many claims inside BEGIN … COMMIT, which time the statement "
+          f"without its WAL flush; milliseconds.\n")
+    print(table(["queued rows", "round", "load before", "claims", "claim median", "claim p99",
+                 "claim max", "statement median", "statement p99", "COMMIT median",
                  "load s", "size", "load after"], rows))
     print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the claim at {depths[-1]:,} queued rows "
           f"(after the rounds above; rolled back):\n")
