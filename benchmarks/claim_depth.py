@@ -10,8 +10,8 @@ loaded first, then N rounds go over the depths in turn (so drift in the shared m
 load hits them alike). A round is 10 warm-up + 200 claims by one ``Queue.claim`` each
 (timed with perf_counter around the call: one round trip on loopback, autocommit — the
 shipped path), interleaved with 200 more inside BEGIN … COMMIT that time the statement
-apart from its commit; each claim is followed by ``Queue.finish`` so the queue keeps its
-shape. Finally EXPLAIN (ANALYZE, BUFFERS) of the claim statement at the largest
+apart from its commit; each claim is followed by ``Queue.finish`` and one new ``Queue.enqueue`` so the
+queue keeps its depth (untimed). Finally EXPLAIN (ANALYZE, BUFFERS) of the claim statement at the largest
 depth, inside a transaction that is rolled back. ``--quick`` skips 1M.
 """
 
@@ -71,6 +71,7 @@ def claims(url: str, n: int) -> tuple[list[float], list[float], list[float]]:
                     commit.append(t2 - t1)
             assert claim is not None
             q.finish(claim, "succeeded", result={})
+            q.enqueue(prompt="refill", config={"agent": "command"})  # depth stays constant
     return real, stmt, commit
 
 
