@@ -92,13 +92,25 @@ def enqueue_to_claim(url: str, n: int) -> dict[str, list[float]]:
     claimed_at: stdqueue.Queue[float] = stdqueue.Queue()
     notified_at: list[float] = []
 
+    requeue_calls: list[float] = []
+    claim_calls: list[float] = []
+
     class TimedQueue(Queue):
+        def requeue_expired(self):  # type: ignore[override]
+            t0 = time.perf_counter()
+            out = super().requeue_expired()
+            self.last_requeue = time.perf_counter() - t0
+            return out
+
         def claim(self, queues, lease_seconds):  # type: ignore[override]
+            t0 = time.perf_counter()
             found = super().claim(queues, lease_seconds)
             if found is None:
                 ready.set()
             else:
                 self.last_claim_at = time.perf_counter()
+                claim_calls.append(self.last_claim_at - t0)
+                requeue_calls.append(self.last_requeue)
             return found
 
     class TimedListener(Listener):
@@ -150,7 +162,8 @@ def enqueue_to_claim(url: str, n: int) -> dict[str, list[float]]:
                     to_notify.append(notified_at[-1] - t0)
     t.join(10)
     one_job.Listener = Listener
-    return {"total": total, "notify": to_notify, "enqueue_call": enq_call}
+    return {"total": total, "notify": to_notify, "enqueue_call": enq_call,
+            "requeue_call": requeue_calls[WARMUP:], "claim_call": claim_calls[WARMUP:]}
 
 
 # -- enqueue → agent start through python -m runner.one_job ------------------------------
@@ -274,6 +287,7 @@ def main() -> None:
                                ms(pct(tot, 50)), ms(pct(tot, 95)), ms(pct(tot, 99)), ms(max(tot)),
                                ms(pct(res["enqueue_call"], 50)),
                                ms(pct(note, 50)) if note else float("nan"),
+                               ms(pct(res["requeue_call"], 50)), ms(pct(res["claim_call"], 50)),
                                loadavg()])
             if agent_jobs:
                 load = loadavg()
@@ -289,7 +303,8 @@ def main() -> None:
           "NOTIFY round trip in the same run; milliseconds.\n")
     print(table(["run", "load before", "n", "raw p50", "raw p95", "raw p99", "raw max",
                  "claim p50", "claim p95", "claim p99", "claim max", "enqueue() call p50",
-                 "enqueue→NOTIFY seen p50", "load after"], claim_rows))
+                 "enqueue→NOTIFY seen p50", "requeue_expired() p50", "claim() p50",
+                 "load after"], claim_rows))
     if agent_rows:
         mid = median_index([row[3] for row in agent_rows])
         for i, row in enumerate(agent_rows):
