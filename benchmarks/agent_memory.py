@@ -65,7 +65,8 @@ def one_run(url: str, tmp: Path, agent_seconds: float) -> dict[str, float]:
         time.sleep(0.1)
     assert proc.returncode == 0, proc.returncode
     with Queue.open(url, "bench-mem") as q:
-        assert q.get(job["id"])["status"] == "succeeded"
+        row = q.get(job["id"])
+        assert row["status"] == "succeeded", (row["status"], row["error"])
     during = [s for s in samples if s[4]]
     return {
         "samples": len(samples), "during": len(during),
