@@ -87,10 +87,17 @@ def prune_now_and_then(queue: Queue, settings: Settings) -> None:
 
 
 def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Claim | None:
+    last_requeue = -float("inf")
+
     def claim() -> Claim | None:
-        requeued = queue.requeue_expired()
-        if requeued:
-            log.warning("expired_leases_requeued", jobs=[str(j) for j in requeued])
+        nonlocal last_requeue
+        # Expired leases are looked for at most once per poll interval, so a NOTIFY
+        # wake-up goes straight to the claim (one round trip less on the hot path).
+        if time.monotonic() - last_requeue >= settings.poll_seconds:
+            last_requeue = time.monotonic()
+            requeued = queue.requeue_expired()
+            if requeued:
+                log.warning("expired_leases_requeued", jobs=[str(j) for j in requeued])
         return queue.claim(settings.queues, settings.lease_seconds)
 
     listener = Listener(settings.dsn, settings.worker_id, settings.queues)
