@@ -176,5 +176,10 @@ def test_hostile_rows_each_end_with_a_reason_and_every_iteration_exits_0(
         row = queue.get(ids[name])
         print(f"  {name:34} {row['status']:9} {(row['error'] or '')[:110]}")
     assert wrong == {}, json.dumps(wrong, indent=1)
+    for name in ("status_running_without_claim", "status_claimed_without_lease"):
+        events = queue.events(ids[name])
+        expired = [e for e in events if e["event"] == "lease_expired"]
+        assert expired and expired[0]["detail"]["reason"] == \
+            "claimed or running without a lease (not set by a runner)", events
     print(f"\nHOSTILE ROWS: {len(CASES)} rows through 2 supervisors in "
           f"{time.monotonic() - started:.1f} s, {fleet.iterations_started()} iterations, all exit 0")
