@@ -24,7 +24,7 @@ from runner.heartbeat import Heartbeat
 from runner.outcome import Outcome, Verdict
 from runner.process import ProcessResult, run_agent
 from runner.prompts import build_prompt
-from runner.queue import Claim, Queue
+from runner.queue import Claim, Queue, TooDeep
 from runner.settings import Settings
 
 log = structlog.get_logger("runner.job")
@@ -70,6 +70,10 @@ class JobRun:
     # -- the steps -------------------------------------------------------------------
 
     def execute(self) -> Outcome:
+        for column in ("config", "payload"):
+            if isinstance(self.job.get(column), TooDeep):
+                raise JobInputError(f"the job's {column} is JSON nested too deeply for the runner "
+                                    f"to read (at most about 900 levels)")
         config = self.job["config"]
         if not isinstance(config, dict):
             raise JobInputError(f"config must be a JSON object, got {type(config).__name__}")

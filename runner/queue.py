@@ -7,6 +7,7 @@ token and report whether they still owned the job.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -19,7 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from runner import __version__
 from runner.errors import DatabaseUnavailable
@@ -52,15 +53,30 @@ class Claim:
         return self.job["claim_token"]
 
 
+class TooDeep(str):
+    """Stands in for a JSON value nested too deeply for Python's json module (about 1000
+    levels; PostgreSQL's jsonb takes far more). Reading such a row must not crash the
+    iteration after its claim was committed: the job fails with a reason instead."""
+
+
+def _json_loads(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return TooDeep("<JSON nested too deeply to read>")
+
+
 def connect(dsn: str, purpose: str, worker_id: str = "", *, connect_timeout: int = 10,
             **options: Any) -> psycopg.Connection:
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout,
             application_name=f"runner:{purpose}:{worker_id}"[:63], **options,
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"the database cannot be reached: {_one_line(exc)}") from exc
+    set_json_loads(_json_loads, conn)
+    return conn
 
 
 def _one_line(exc: BaseException) -> str:

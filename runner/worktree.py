@@ -227,13 +227,18 @@ def _remove_dir(path: Path) -> None:
         path.unlink()
         return
 
-    def retry_writable(func, failed, _exc) -> None:  # noqa: ANN001 - rmtree's onerror
+    def retry_writable(func, failed, exc_info) -> None:  # noqa: ANN001 - rmtree's onerror
+        if isinstance(exc_info[1], FileNotFoundError):
+            return  # removed meanwhile (another worker's sweep): gone is what we wanted
         parent = os.path.dirname(failed)
-        if not os.path.islink(parent):
-            os.chmod(parent, 0o700)
-        if func is os.rmdir and not os.path.islink(failed):
-            os.chmod(failed, 0o700)
-        func(failed)
+        try:
+            if not os.path.islink(parent):
+                os.chmod(parent, 0o700)
+            if func is os.rmdir and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+            func(failed)
+        except FileNotFoundError:
+            pass
 
     if path.exists():
         shutil.rmtree(path, onerror=retry_writable)

@@ -14,11 +14,13 @@ RETURNING *;
 -- name: requeue_expired
 -- Jobs whose owner stopped renewing its lease (crash, SIGKILL, network split) go back to
 -- the queue; the attempt it used stays counted, so a job that kills its worker every
--- time ends failed instead of looping for ever.
+-- time ends failed instead of looping for ever. A claimed/running row without any lease
+-- was not claimed by a runner (a web app wrote the status itself): it would otherwise
+-- sit there for ever, so it is treated as expired too.
 WITH expired AS (
-    SELECT id, claimed_by AS lost_worker
+    SELECT id, claimed_by AS lost_worker, lease_until IS NULL AS no_lease
     FROM jobs
-    WHERE status IN ('claimed', 'running') AND lease_until < now()
+    WHERE status IN ('claimed', 'running') AND (lease_until < now() OR lease_until IS NULL)
     FOR UPDATE SKIP LOCKED
 ), updated AS (
     UPDATE jobs j
@@ -32,13 +34,15 @@ WITH expired AS (
         run_after = now(), updated_at = now()
     FROM expired
     WHERE j.id = expired.id
-    RETURNING j.id, j.status, j.attempts, expired.lost_worker
+    RETURNING j.id, j.status, j.attempts, expired.lost_worker, expired.no_lease
 )
 INSERT INTO job_events (job_id, worker_id, event, detail)
 SELECT id, %(worker_id)s,
        CASE status WHEN 'queued' THEN 'lease_expired' ELSE 'failed' END,
        jsonb_build_object('lost_worker', lost_worker, 'attempts', attempts,
-                          'reason', 'lease expired')
+                          'reason', CASE WHEN no_lease
+                                         THEN 'claimed or running without a lease (not set by a runner)'
+                                         ELSE 'lease expired' END)
 FROM updated
 RETURNING job_id;
 
