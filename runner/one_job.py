@@ -21,7 +21,7 @@ from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
 from runner.listen import Listener, wait_and_claim
 from runner.queue import Claim, Queue
-from runner.reconcile import reconcile
+from runner.reconcile import end_orphaned_agent, reconcile
 from runner.sweep import sweep
 from runner.settings import Settings, load_settings
 
@@ -56,6 +56,7 @@ def main() -> int:
 def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event) -> int:
     with Queue.open(settings.dsn, settings.worker_id) as queue:
         queue.worker_seen("starting", queues=settings.queues)
+        end_orphaned_agent(settings.state_dir)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)

@@ -66,6 +66,7 @@ def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 def run_agent(
     command: AgentCommand, *, reader: StreamReader, emit: Callable[[str, str], None],
     should_stop: Callable[[], str | None], grace_seconds: float,
+    on_spawn: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Spawn, stream every line to ``emit`` and ``reader``, and stop when asked.
 
@@ -83,6 +84,8 @@ def run_agent(
                             f"(check the RUNNER_*_BIN settings and PATH)") from exc
     except PermissionError as exc:
         raise AgentNotFound(f"the agent's program {command.argv[0]!r} is not executable") from exc
+    if on_spawn is not None:
+        on_spawn(proc.pid)  # the group id: start_new_session makes the agent its leader
 
     lines: queue.Queue[tuple[str, object]] = queue.Queue()
     threads = [
@@ -150,3 +153,25 @@ def _pump(pipe, name: str, out: queue.Queue[tuple[str, object]]) -> None:
     finally:
         pipe.close()
         out.put((name, _EOF))
+
+
+def group_members(pgid: int, marker: str) -> list[int]:
+    """Live processes in group ``pgid`` whose environment holds ``marker`` (NAME=value).
+
+    The marker proves the group is still the one we started (group ids are reused).
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid:  # field 5 of stat: pgrp
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if marker.encode() in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

@@ -9,9 +9,13 @@ better. The attempt stays counted: the job itself may be what killed the worker.
 from __future__ import annotations
 
 import os
+import signal
+from pathlib import Path
 
 import structlog
 
+from runner import state
+from runner.process import group_members, kill_group
 from runner.queue import Claim, Queue
 
 log = structlog.get_logger("runner.reconcile")
@@ -27,6 +31,22 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def end_orphaned_agent(state_dir: Path) -> int | None:
+    """Kill the agent a dead iteration of this worker left running, before its job is
+    handed back and claimed again: two agents must never work on one job."""
+    left = state.read_agent(state_dir)
+    if left is None:
+        return None
+    job_id, pgid = left
+    if pgid != os.getpgrp() and group_members(pgid, f"RUNNER_JOB_ID={job_id}"):
+        kill_group(pgid, signal.SIGKILL)
+        log.warning("orphaned_agent_killed", job_id=job_id, pgid=pgid)
+    else:
+        pgid = None
+    state.clear_agent(state_dir)
+    return pgid
 
 
 def reconcile(queue: Queue) -> list[str]:

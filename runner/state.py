@@ -69,3 +69,21 @@ def read_iterations(state_dir: Path) -> list[dict]:
         if isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)):
             rows.append(row)
     return rows
+
+
+def set_agent(state_dir: Path, job_id: str, pgid: int) -> None:
+    """The running agent's process group, so the next iteration can end it if this one
+    dies (SIGKILL, OOM) while the agent goes on working on a job that will be requeued."""
+    _write(state_dir / "agent", f"{job_id} {pgid}\n")
+
+
+def clear_agent(state_dir: Path) -> None:
+    (state_dir / "agent").unlink(missing_ok=True)
+
+
+def read_agent(state_dir: Path) -> tuple[str, int] | None:
+    try:
+        job_id, pgid = (state_dir / "agent").read_text().split()
+        return job_id, int(pgid)
+    except (OSError, ValueError):
+        return None

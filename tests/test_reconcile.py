@@ -1,0 +1,58 @@
+"""What a dead iteration leaves behind is handed back, and its agent does not live on."""
+
+import os
+import signal
+import time
+
+from tests.conftest import fake, run_one_job, start_one_job
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_the_next_iteration_kills_the_agent_a_sigkilled_iteration_left_running(runner_env, queue, tmp_path):
+    pidfile = tmp_path / "agent.pid"
+    grandchild = tmp_path / "grandchild.pid"
+    job = queue.enqueue(prompt="p", config=fake(sleep=120, pidfile=str(pidfile),
+                                                grandchild=str(grandchild)))
+    proc = start_one_job(runner_env, RUNNER_WORKER_ID="box-2")
+    _wait(lambda: grandchild.exists() and grandchild.read_text() and pidfile.read_text())
+    agent, helper = int(pidfile.read_text()), int(grandchild.read_text())
+    os.kill(proc.pid, signal.SIGKILL)  # the iteration dies; its agent does not
+    proc.wait()
+    assert _alive(agent) and _alive(helper)
+
+    queue.conn.execute("UPDATE jobs SET config = jsonb_set(config, '{fake}', '{}')")
+    done = run_one_job(runner_env, RUNNER_WORKER_ID="box-2")
+    assert done.returncode == 0, done.stdout
+    assert "orphaned_agent_killed" in done.stdout
+    _wait(lambda: not _alive(agent) and not _alive(helper), timeout=5)
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded" and row["attempts"] == 2
+
+
+def test_a_stale_agent_record_never_kills_an_unrelated_group(runner_env, queue, tmp_path):
+    # A record naming our own test's process group (a reused id) must be ignored.
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "agent").write_text(f"00000000-0000-0000-0000-000000000000 {os.getpgrp()}\n")
+    proc = run_one_job(runner_env)
+    assert proc.returncode == 0
+    assert "orphaned_agent_killed" not in proc.stdout
+    assert not (state_dir / "agent").exists()
