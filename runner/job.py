@@ -110,9 +110,10 @@ class JobRun:
                 result = run_agent(
                     command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                     grace_seconds=self.settings.kill_grace_seconds,
-                    on_spawn=lambda pgid: state.set_agent(state_dir, str(self.claim.id), pgid))
+                    on_spawn=lambda pgid: state.set_agent(
+                        state_dir, self.settings.worker_id, str(self.claim.id), pgid))
             finally:
-                state.clear_agent(state_dir)
+                state.clear_agent(state_dir, self.settings.worker_id)
             log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                      seconds=round(result.seconds, 2))
             outcome = self._outcome(result, reader, timeout)

@@ -56,7 +56,7 @@ def main() -> int:
 def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event) -> int:
     with Queue.open(settings.dsn, settings.worker_id) as queue:
         queue.worker_seen("starting", queues=settings.queues)
-        end_orphaned_agent(settings.state_dir)
+        end_orphaned_agent(settings.state_dir, settings.worker_id)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)

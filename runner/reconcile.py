@@ -33,20 +33,22 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def end_orphaned_agent(state_dir: Path) -> int | None:
+def end_orphaned_agent(state_dir: Path, worker_id: str) -> int | None:
     """Kill the agent a dead iteration of this worker left running, before its job is
     handed back and claimed again: two agents must never work on one job."""
-    left = state.read_agent(state_dir)
+    left = state.read_agent(state_dir, worker_id)
     if left is None:
         return None
-    job_id, pgid = left
+    job_id, pgid, owner = left
+    if owner != os.getpid() and _alive(owner):
+        return None  # its iteration still runs: not an orphan, and not ours to touch
+    killed = None
     if pgid != os.getpgrp() and group_members(pgid, f"RUNNER_JOB_ID={job_id}"):
         kill_group(pgid, signal.SIGKILL)
-        log.warning("orphaned_agent_killed", job_id=job_id, pgid=pgid)
-    else:
-        pgid = None
-    state.clear_agent(state_dir)
-    return pgid
+        log.warning("orphaned_agent_killed", job_id=job_id, pgid=pgid, dead_iteration=owner)
+        killed = pgid
+    state.clear_agent(state_dir, worker_id)
+    return killed
 
 
 def reconcile(queue: Queue) -> list[str]:

@@ -71,19 +71,27 @@ def read_iterations(state_dir: Path) -> list[dict]:
     return rows
 
 
-def set_agent(state_dir: Path, job_id: str, pgid: int) -> None:
-    """The running agent's process group, so the next iteration can end it if this one
-    dies (SIGKILL, OOM) while the agent goes on working on a job that will be requeued."""
-    _write(state_dir / "agent", f"{job_id} {pgid}\n")
+def _agent_file(state_dir: Path, worker_id: str) -> Path:
+    # One record per worker: workers may share a state dir and must never act on each
+    # other's agents.
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in worker_id)
+    return state_dir / f"agent.{safe}"
 
 
-def clear_agent(state_dir: Path) -> None:
-    (state_dir / "agent").unlink(missing_ok=True)
+def set_agent(state_dir: Path, worker_id: str, job_id: str, pgid: int) -> None:
+    """The running agent's process group and its iteration's pid, so the next iteration
+    can end the agent if this one dies (SIGKILL, OOM) while the agent goes on working on
+    a job that will be handed back."""
+    _write(_agent_file(state_dir, worker_id), f"{job_id} {pgid} {os.getpid()}\n")
 
 
-def read_agent(state_dir: Path) -> tuple[str, int] | None:
+def clear_agent(state_dir: Path, worker_id: str) -> None:
+    _agent_file(state_dir, worker_id).unlink(missing_ok=True)
+
+
+def read_agent(state_dir: Path, worker_id: str) -> tuple[str, int, int] | None:
     try:
-        job_id, pgid = (state_dir / "agent").read_text().split()
-        return job_id, int(pgid)
+        job_id, pgid, owner = _agent_file(state_dir, worker_id).read_text().split()
+        return job_id, int(pgid), int(owner)
     except (OSError, ValueError):
         return None

@@ -51,8 +51,25 @@ def test_a_stale_agent_record_never_kills_an_unrelated_group(runner_env, queue, 
     # A record naming our own test's process group (a reused id) must be ignored.
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    (state_dir / "agent").write_text(f"00000000-0000-0000-0000-000000000000 {os.getpgrp()}\n")
-    proc = run_one_job(runner_env)
+    record = state_dir / "agent.box-3"
+    record.write_text(f"00000000-0000-0000-0000-000000000000 {os.getpgrp()} 999999999\n")
+    proc = run_one_job(runner_env, RUNNER_WORKER_ID="box-3")
     assert proc.returncode == 0
     assert "orphaned_agent_killed" not in proc.stdout
-    assert not (state_dir / "agent").exists()
+    assert not record.exists()
+
+
+def test_workers_sharing_a_state_dir_never_kill_each_others_agents(runner_env, queue, tmp_path):
+    pidfile = tmp_path / "agent.pid"
+    job = queue.enqueue(prompt="p", config=fake(sleep=4, pidfile=str(pidfile)))
+    busy = start_one_job(runner_env, RUNNER_WORKER_ID="box-4")
+    _wait(lambda: pidfile.exists() and pidfile.read_text())
+    # Another worker (same state dir) and even the same worker id in another live
+    # process: neither touches the running agent.
+    for worker in ("box-5", "box-4"):
+        other = run_one_job(runner_env, RUNNER_WORKER_ID=worker)
+        assert "orphaned_agent_killed" not in other.stdout
+    assert _alive(int(pidfile.read_text()))
+    out, _ = busy.communicate(timeout=60)
+    assert busy.returncode == 0, out
+    assert queue.get(job["id"])["status"] == "succeeded"
