@@ -2,9 +2,9 @@
 
 import os
 import signal
-import time
 
 from tests.conftest import fake, run_one_job, start_one_job
+from tests.waiting import wait_for as _wait
 
 
 def _alive(pid: int) -> bool:
@@ -15,15 +15,6 @@ def _alive(pid: int) -> bool:
     # A zombie is dead for our purposes.
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_the_next_iteration_kills_the_agent_a_sigkilled_iteration_left_running(runner_env, queue, tmp_path):

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests import waiting
+
 
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
@@ -17,13 +19,8 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return waiting.wait_for(predicate, timeout, what)
+
 
 
 def pid_in(path: Path, timeout: float = 30) -> int:

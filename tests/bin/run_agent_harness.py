@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests import waiting
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bin" / "run-agent.sh"
 FAKE = Path(__file__).resolve().parent / "fake_iteration.py"
@@ -31,14 +33,8 @@ FAST = {
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
     """Poll until predicate() is truthy; return its value. For synchronisation only."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return waiting.wait_for(predicate, timeout, what, every=0.02)
+
 
 
 def alive(pid: int) -> bool:

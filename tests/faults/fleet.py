@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests import waiting
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bin" / "run-agent.sh"
 
@@ -37,14 +39,8 @@ EXITED = re.compile(r"iteration (\d+) exited (\d+)")
 
 
 def wait_for(predicate, timeout: float, what: str = "condition", every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
+    return waiting.wait_for(predicate, timeout, what, every)
+
 
 
 def proc_stat(pid: int) -> list[str] | None:
