@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runner.errors import SettingsError
+
+if TYPE_CHECKING:
+    from runner.agent_user import AgentUser
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -78,6 +81,10 @@ class Settings(BaseSettings):
     claude_credential: Literal["auto", "oauth", "api_key"] = "auto"
     # CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 for the agent (telemetry, title calls …).
     claude_disable_nonessential_traffic: bool = True
+    # The agent's own uid (runner/agent_user.py): a user name, uid or uid:gid; unset = the
+    # runner's uid. With require_agent_isolation the runner refuses to share its uid.
+    agent_user: str | None = None
+    require_agent_isolation: bool = False
     # Where named MCP configs live: config.mcp_config "x.json" means <dir>/x.json.
     mcp_config_dir: Path | None = None
 
@@ -129,6 +136,13 @@ class Settings(BaseSettings):
         if value.strip().lower() in ("1", "true", "yes", "on"):
             raise ValueError("must be a command that prints {\"pct\": …, \"reset_at\": …}, not a switch")
         return value
+
+    @property
+    def agent(self) -> "AgentUser":
+        """The user the agent runs as (runner/agent_user.py)."""
+        from runner.agent_user import resolve
+
+        return resolve(self.agent_user)
 
     @property
     def has_database(self) -> bool:
@@ -183,7 +197,9 @@ def load_settings(*, database_optional: bool = False, **overrides: Any) -> Setti
     if database_optional and not (os.environ.get("DATABASE_URL") or os.environ.get("RUNNER_DATABASE_URL")):
         overrides.setdefault("database_url", "")
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        settings.agent  # noqa: B018 - RUNNER_AGENT_USER is checked at start like the rest
+        return settings
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
