@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from runner import gates, logs, push, state, verify, worktree
-from runner.agents import select_agent
+from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
@@ -90,6 +90,7 @@ class JobRun:
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
                          payload_path=payload_path, prompt=prompt)
         command = agent.command(ctx)
+        self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
             return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped before the agent started")
         if not self.queue.mark_running(self.claim, str(self.workspace.path), agent=agent.name,
@@ -161,6 +162,10 @@ class JobRun:
     # -- recording ---------------------------------------------------------------------
 
     def _record(self, outcome: Outcome) -> int:
+        if outcome.verdict in (Verdict.TOKEN_EXPIRED, Verdict.USAGE_LIMIT):
+            outcome = credcheck.confirm(outcome, getattr(self, "agent_name", ""),
+                                        getattr(self, "agent_env", {}),
+                                        self.settings.max_usage_wait_seconds)
         v = outcome.verdict
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
         try:

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     quota_probe_timeout_seconds: float = Field(default=30, gt=0, le=600)
     min_quota_pct: float = Field(default=10, ge=0, le=100)
     quota_max_wait_seconds: float = Field(default=3600, ge=0, le=7 * 86400)
+    # A usage-limit reset the agent's output names is believed only this far ahead.
+    max_usage_wait_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")
