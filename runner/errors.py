@@ -58,6 +58,10 @@ class DatabaseUnavailable(IterationError):
     """The database cannot be reached."""
 
 
+class DatabaseWriteFailed(IterationError):
+    """The database refused a write of the runner's; the claim is handed back."""
+
+
 class ClaimLost(RunnerError):
     """This worker no longer holds the job's claim (its lease expired and another worker
     took it, or it was finished elsewhere); nothing more may be written for it."""

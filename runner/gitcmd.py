@@ -14,6 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from runner import secrets
 from runner.settings import Settings
 
 # Command-line config wins over every config file an agent could write to.
@@ -153,4 +154,4 @@ def redact(text: str, settings: Settings | None) -> str:
         token = settings.git_token.get_secret_value()
     if token and len(token) >= 4:
         text = text.replace(token, "***")
-    return text
+    return secrets.redact(text)  # and every other secret and token shape (runner/secrets.py)

@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 
 from runner import gates, logs, push, state, verify, worktree
-from runner.agents import select_agent
+from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
-from runner.errors import DatabaseUnavailable, IterationError, JobInputError
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
 from runner.outcome import Outcome, Verdict
 from runner.process import ProcessResult, run_agent
@@ -59,13 +59,15 @@ class JobRun:
                 return EXIT_FAILED
             except Exception as exc:
                 log.exception("job_crashed_runner")
-                # The attempt counts: a job that crashes the runner every time must end.
-                self._record(Outcome(Verdict.RETRY, reason=f"the runner failed while running the job: {exc}"))
+                # A runner-side fault: the attempt is refunded, and exit 1 backs the worker off.
+                self._hand_back_safely(f"the runner failed while running the job: {exc}")
                 return EXIT_FAILED
             return self._record(outcome)
         finally:
             self._cleanup()
             state.clear_current_job(self.settings.state_dir)
+            if self.sink.fault:
+                state.set_last_error(self.settings.state_dir, self.sink.fault)
 
     # -- the steps -------------------------------------------------------------------
 
@@ -88,6 +90,7 @@ class JobRun:
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
                          payload_path=payload_path, prompt=prompt)
         command = agent.command(ctx)
+        self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
             return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped before the agent started")
         if not self.queue.mark_running(self.claim, str(self.workspace.path), agent=agent.name,
@@ -160,6 +163,10 @@ class JobRun:
     # -- recording ---------------------------------------------------------------------
 
     def _record(self, outcome: Outcome) -> int:
+        if outcome.verdict in (Verdict.TOKEN_EXPIRED, Verdict.USAGE_LIMIT):
+            outcome = credcheck.confirm(outcome, getattr(self, "agent_name", ""),
+                                        getattr(self, "agent_env", {}),
+                                        self.settings.max_usage_wait_seconds)
         v = outcome.verdict
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
         try:
@@ -181,10 +188,24 @@ class JobRun:
                 return EXIT_USAGE_LIMIT
             self._hand_back(outcome.reason or "stopped", refund=True)
             return EXIT_STOPPED
+        except DatabaseWriteFailed as exc:
+            log.error("outcome_not_recorded", error=str(exc))
+            self._hand_back_safely(f"the runner could not record the outcome: {exc}")
+            return EXIT_FAILED
         except DatabaseUnavailable as exc:
             # The lease will expire and another iteration will requeue the job.
             log.error("outcome_not_recorded", error=str(exc))
             return EXIT_FAILED
+
+    def _hand_back_safely(self, reason: str) -> None:
+        """Give the claim back with the attempt refunded; keep only the usage spent so far."""
+        state.set_last_error(self.settings.state_dir, reason)
+        try:
+            if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
+                                      refund_attempt=True):
+                log.warning("claim_lost_before_rollback")
+        except Exception as exc:  # the lease runs out and the sweep hands the job back
+            log.error("rollback_failed", error=str(exc))
 
     def _finish(self, status: str, outcome: Outcome) -> None:
         if not self.queue.finish(self.claim, status, result=outcome.result, error=outcome.error):

@@ -10,6 +10,7 @@ Every line passes the redactor: the values of the runner's secrets never reach a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -20,40 +21,13 @@ from typing import IO, Any
 
 import structlog
 
+from runner import secrets
+from runner.secrets import REDACTED, Redactor, secret_values  # noqa: F401 - REDACTED for callers
 from runner.settings import Settings
-
-REDACTED = "***"
-_MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
-
-
-class Redactor:
-    def __init__(self, secrets: list[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LEN},
-                              key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    values = [settings.database_url.get_secret_value()]
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-        password = conninfo_to_dict(settings.dsn).get("password")
-        if password:
-            values.append(str(password))
-    except Exception:  # an unparsable URL fails later, with its own message
-        pass
-    if settings.git_token is not None:
-        values.append(settings.git_token.get_secret_value())
-    for name in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "OPENAI_API_KEY",
-                 "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "RUNNER_GIT_TOKEN"):
-        if os.environ.get(name):
-            values.append(os.environ[name])
-    return values
+    return secret_values(settings)
 
 
 class Sink:
@@ -67,13 +41,34 @@ class Sink:
         self.lock = threading.RLock()
 
     def write_line(self, line: str) -> None:
-        line = self.redact(line.rstrip("\n")) + "\n"
+        line = self.redact(secrets.storable(line.rstrip("\n"))) + "\n"
         with self.lock:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            if self.extra is not None:
-                self.extra.write(line)
-                self.extra.flush()
+            try:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                if self.extra is not None:
+                    self.extra.write(line)
+                    self.extra.flush()
+            except (OSError, ValueError) as exc:
+                self._fall_back(line, exc)
+
+    # A full or broken log disk must not crash the iteration (it would crash right after
+    # every claim): lines go to stderr instead, and the cause is kept for the outcome.
+    fault: str | None = None
+
+    def _fall_back(self, line: str, exc: BaseException) -> None:
+        if self.fault is None:
+            self.fault = ("log directory full" if getattr(exc, "errno", None) == errno.ENOSPC
+                          else f"the log cannot be written: {exc}")
+            try:
+                sys.stderr.write(f"runner: {self.fault}; logging to stderr\n")
+            except (OSError, ValueError):
+                pass
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
     def agent_line(self, stream: str, line: str) -> None:
         # Agent stdout is kept verbatim (it is the agent's event stream, for `runner logs`);
@@ -115,7 +110,7 @@ def setup(settings: Settings) -> tuple[Sink, Path]:
     if ours:
         run_log.parent.mkdir(parents=True, exist_ok=True)
         extra = open(run_log, "a", encoding="utf-8")  # noqa: SIM115 - lives for the process
-    sink = Sink(Redactor(secrets_of(settings)), extra)
+    sink = Sink(secrets.install(settings), extra)
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if sys.stdout.isatty() else "json"
@@ -139,13 +134,17 @@ def setup(settings: Settings) -> tuple[Sink, Path]:
 def link_job_log(settings: Settings, job_id: str, run_log: Path) -> Path:
     """logs/jobs/<id>.log -> ../runs/<file> (relative). A retried job's link moves on."""
     jobs_dir = settings.log_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
     link = jobs_dir / f"{job_id}.log"
-    target = os.path.relpath(run_log, jobs_dir)
-    tmp = jobs_dir / f".{job_id}.log.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
+    try:
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(run_log, jobs_dir)
+        tmp = jobs_dir / f".{job_id}.log.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+    except OSError as exc:
+        # Not worth a job's attempt: the run log still has every line.
+        structlog.get_logger("runner.logs").warning("job_log_link_failed", error=str(exc))
     return link
 
 

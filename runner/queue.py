@@ -22,8 +22,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 
-from runner import __version__
-from runner.errors import DatabaseUnavailable
+from runner import __version__, secrets
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 # The channel the jobs trigger announces on (set in the first migration). Defined here,
@@ -83,6 +83,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _safe(value: Any) -> Any:
+    """Storable and redacted (runner/secrets.py): nothing an agent printed may crash a write
+    (NUL, lone surrogates) or put a secret in a row."""
+    return secrets.safe_json(value)
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(_safe(value))
+
+
 class Queue:
     """Every queue statement, bound to one connection and one worker identity."""
 
@@ -110,6 +120,10 @@ class Queue:
                 return cur.fetchall() if cur.description else []
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"the database connection failed: {_one_line(exc)}") from exc
+        except psycopg.Error as exc:
+            # Not a fault of the job's: the caller hands the claim back, attempt refunded.
+            message = secrets.safe_text(_one_line(exc), 2000)
+            raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
     # -- enqueue and operator actions -------------------------------------------------
 
@@ -158,8 +172,8 @@ class Queue:
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
         return bool(self._run("mark_running", id=claim.id, token=claim.token,
-                              worker_id=self.worker_id, worktree_path=worktree_path,
-                              detail=Jsonb(detail)))
+                              worker_id=self.worker_id, worktree_path=_safe(worktree_path),
+                              detail=_jsonb(detail)))
 
     def renew(self, claim: Claim, lease_seconds: float) -> dict[str, Any] | None:
         """Extend the lease; None when the claim is lost."""
@@ -173,8 +187,8 @@ class Queue:
             detail.setdefault("error", error)
         return bool(self._run(
             "finish", id=claim.id, token=claim.token, worker_id=self.worker_id, status=status,
-            result=Jsonb(result) if result is not None else None, error=error,
-            detail=Jsonb(detail),
+            result=_jsonb(result) if result is not None else None, error=_safe(error),
+            detail=_jsonb(detail),
         ))
 
     def requeue(self, claim: Claim, *, event: str, reason: str, refund_attempt: bool,
@@ -183,9 +197,9 @@ class Queue:
         return bool(self._run(
             "requeue", id=claim.id, token=claim.token, worker_id=self.worker_id, event=event,
             refund_attempt=refund_attempt, run_after=run_after,
-            result=Jsonb(result) if result is not None else None,
-            error=reason if keep_error else None,
-            detail=Jsonb({"reason": reason, **detail}),
+            result=_jsonb(result) if result is not None else None,
+            error=_safe(reason) if keep_error else None,
+            detail=_jsonb({"reason": reason, **detail}),
         ))
 
     def prune_finished(self, days: float, limit: int = 1000) -> int:
@@ -196,9 +210,9 @@ class Queue:
 
     def worker_seen(self, state: str, current_job: uuid.UUID | None = None,
                     queues: list[str] | None = None) -> None:
-        self._run("worker_seen", id=self.worker_id, host=socket.gethostname(),
-                  pid=os.getpid(), version=__version__, state=state,
-                  current_job=current_job, queues=Jsonb(queues or []))
+        self._run("worker_seen", id=_safe(self.worker_id), host=_safe(socket.gethostname()),
+                  pid=os.getpid(), version=__version__, state=_safe(state),
+                  current_job=current_job, queues=_jsonb(queues or []))
 
     def workers(self) -> list[dict[str, Any]]:
         return self._run("list_workers")

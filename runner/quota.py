@@ -26,12 +26,13 @@ from typing import Callable
 import structlog
 
 from runner.health import parse_time
+from runner.secrets import RUNNER_OWN_SECRET_NAMES
 from runner.settings import Settings
 
 log = structlog.get_logger("runner.quota")
 
 # Not the probe's business: the database and the push token.
-_WITHHELD = ("DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_GIT_TOKEN")
+_WITHHELD = RUNNER_OWN_SECRET_NAMES
 _PRESENCE_SECONDS = 15.0
 _SLICE_SECONDS = 0.5
 

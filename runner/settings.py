@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     quota_probe_timeout_seconds: float = Field(default=30, gt=0, le=600)
     min_quota_pct: float = Field(default=10, ge=0, le=100)
     quota_max_wait_seconds: float = Field(default=3600, ge=0, le=7 * 86400)
+    # A usage-limit reset the agent's output names is believed only this far ahead.
+    max_usage_wait_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")
@@ -187,6 +189,40 @@ def _env_name(field: str) -> str:
 
 _SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN"}
 
+# Secrets that may also come from a file named by NAME_FILE (the Docker secrets convention).
+SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_GIT_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                        "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY",
+                        "GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+def load_secret_files(env: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+    """NAME_FILE → NAME, for each secret setting: the file's content, trailing newline
+    stripped, into this process's environment only (the agent's and git's environments are
+    built from allowlists, so the value reaches only what needs it). Errors name the
+    setting and the path, never the content."""
+    env = os.environ if env is None else env
+    problems = []
+    for name in SECRET_FILE_SETTINGS:
+        path = env.get(f"{name}_FILE")
+        if not path:
+            continue
+        if env.get(name):
+            problems.append(f"{name}_FILE: {name} is set as well; set only one of them")
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
+            problems.append(f"{name}_FILE: cannot read {path}: {why}")
+            continue
+        if not value.strip():
+            problems.append(f"{name}_FILE: the file {path} is empty")
+            continue
+        env[name] = value
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
 
 def load_settings(*, database_optional: bool = False, **overrides: Any) -> Settings:
     """Read and validate the settings, or raise SettingsError naming each bad setting.
@@ -194,6 +230,7 @@ def load_settings(*, database_optional: bool = False, **overrides: Any) -> Setti
     ``database_optional``: for commands that read files only (``runner health``), a
     missing DATABASE_URL is an empty one (``Settings.has_database`` is False).
     """
+    load_secret_files()
     if database_optional and not (os.environ.get("DATABASE_URL") or os.environ.get("RUNNER_DATABASE_URL")):
         overrides.setdefault("database_url", "")
     try:

@@ -1,7 +1,11 @@
 """The iteration's side of the contract with bin/run-agent.sh: small files in RUNNER_STATE_DIR.
 
 * ``current_job`` — the id of the job this worker holds, while it holds one;
-* ``usage_limit_reset_at`` — Unix seconds, written before exiting 4.
+* ``usage_limit_reset_at`` — Unix seconds, written before exiting 4;
+* ``last_error`` — the last runner-side fault ("log directory full"), one line, for
+  ``UNHEALTHY``/health to show.
+
+Every file passes the redactor (runner/secrets.py) and is made storable first.
 
 Each is replaced atomically so the supervisor never reads half a file.
 """
@@ -13,12 +17,35 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from runner import secrets
+
 
 def _write(path: Path, text: str) -> None:
+    text = secrets.safe_text(text, None) or ""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+LAST_ERROR_FILE = "last_error"
+
+
+def set_last_error(state_dir: Path, message: str) -> None:
+    """Best effort: the disk that failed may be this one."""
+    line = " ".join(str(message).split())[:500]
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        _write(state_dir / LAST_ERROR_FILE, f"{stamp} {line}\n")
+    except OSError:
+        pass
+
+
+def read_last_error(state_dir: Path) -> str | None:
+    try:
+        return (state_dir / LAST_ERROR_FILE).read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
 
 
 def set_current_job(state_dir: Path, job_id: str) -> None:
@@ -44,9 +71,9 @@ _ITERATIONS_MAX_BYTES = 256 * 1024
 def record_iteration(state_dir: Path, seconds: float, exit_code: int,
                      job_id: str | None = None) -> None:
     path = state_dir / ITERATIONS_FILE
-    line = json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "seconds": round(seconds, 3), "exit_code": exit_code,
-                       "job_id": job_id}) + "\n"
+    line = secrets.safe_text(json.dumps({
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3), "exit_code": exit_code, "job_id": job_id}), None) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:  # one short append: atomic enough
         fh.write(line)

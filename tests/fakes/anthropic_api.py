@@ -8,6 +8,9 @@ Stdlib only. Serves on 127.0.0.1 (port 0 = any free port) in a background thread
   ``message_delta`` with usage and stop_reason, ``message_stop``), with one JSON message
   otherwise;
 - ``POST /v1/messages/count_tokens``: a rough token count;
+- ``GET /v1/models`` (the runner's cost-free credential check): 401 when the request's
+  ``x-api-key`` or bearer token is in :attr:`FakeAnthropic.rejected_credentials`, or when
+  no credential is given; 200 with a model list otherwise;
 - ``HEAD /`` (the CLI's start-up probe) and ``GET /``: 200;
 - anything else: a 404 in the API's error shape.
 
@@ -370,6 +373,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {}, head=True)
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/v1/models":
+            given = self.headers.get("x-api-key") or \
+                (self.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+            rec = self._record(b"")
+            if not given or given in self.fake.rejected_credentials:
+                rec.status = 401
+                self._send_json(401, {"type": "error", "error": {
+                    "type": "authentication_error", "message": "invalid x-api-key"}})
+            else:
+                rec.status = 200
+                self._send_json(200, {"data": [{"type": "model", "id": "claude-sonnet-4-5"}],
+                                      "has_more": False})
+            return
         rec = self._record(b"")
         rec.status = 200 if rec.path in ("/", "") else 404
         if rec.status == 200:
@@ -442,6 +458,7 @@ class FakeAnthropic:
             responder = script(responder)
         self.responder: Responder = responder
         self.responder_errors: list[BaseException] = []
+        self.rejected_credentials: set[str] = set()  # answered 401 by GET /v1/models
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Condition()
         self._stopping = threading.Event()
