@@ -114,6 +114,7 @@ class JobRun:
                 result = run_agent(
                     command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                     grace_seconds=self.settings.kill_grace_seconds,
+                    output_dir=self.workspace.job_dir, agent=self.settings.agent,
                     on_spawn=lambda pgid: state.set_agent(
                         state_dir, self.settings.worker_id, str(self.claim.id), pgid))
             finally:
