@@ -265,6 +265,9 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:>14}: {_fmt(job.get(key))}")
     print(f"{'config':>14}: {json.dumps(job['config'], sort_keys=True)}")
     print(f"{'result':>14}: {json.dumps(job['result'], sort_keys=True, default=str)}")
+    result = job["result"] if isinstance(job["result"], dict) else {}
+    for warning in result.get("warnings") or []:
+        print(f"{'warning':>14}: {warning}")
     print(f"{'prompt':>14}: {job['prompt'][:500]}")
     print("\nevents:")
     print(table([{**e, "detail": json.dumps(e["detail"], sort_keys=True, default=str)} for e in events],

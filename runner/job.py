@@ -40,6 +40,7 @@ class JobRun:
         self.job = claim.job
         self.sink, self.run_log, self.stop = sink, run_log, stop
         self.workspace: worktree.Workspace | None = None
+        self.reader: Any = None  # the agent's stream reader, once the agent starts
 
     def run(self) -> int:
         job_id = str(self.claim.id)
@@ -97,7 +98,7 @@ class JobRun:
                                        pid=os.getpid()):
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
-        reader = agent.reader()
+        reader = self.reader = agent.reader()
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:
@@ -113,6 +114,7 @@ class JobRun:
                 result = run_agent(
                     command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                     grace_seconds=self.settings.kill_grace_seconds,
+                    output_dir=self.workspace.job_dir, agent=self.settings.agent,
                     on_spawn=lambda pgid: state.set_agent(
                         state_dir, self.settings.worker_id, str(self.claim.id), pgid))
             finally:
@@ -140,6 +142,8 @@ class JobRun:
         if result.early is not None:
             return result.early
         if result.stop_reason in stopped:
+            # What was spent before the stop is recorded too (usage added up from the stream).
+            stopped[result.stop_reason].result.update(_partial(reader))
             return stopped[result.stop_reason]
         outcome = reader.outcome(result.output())
         if outcome.verdict is Verdict.SUCCEEDED and self.workspace is not None:
@@ -178,14 +182,16 @@ class JobRun:
                 log.warning("claim_lost_nothing_written")
                 return EXIT_OK
             if v is Verdict.TOKEN_EXPIRED:
-                self._hand_back(outcome.reason or "credentials rejected", refund=True)
+                self._hand_back(outcome.reason or "credentials rejected", refund=True,
+                                result=outcome.result)
                 return EXIT_TOKEN_EXPIRED
             if v is Verdict.USAGE_LIMIT:
                 reset = outcome.reset_at or datetime.now(timezone.utc) + timedelta(hours=1)
-                self._hand_back(outcome.reason or "usage limit reached", refund=True, run_after=reset)
+                self._hand_back(outcome.reason or "usage limit reached", refund=True, run_after=reset,
+                                result=outcome.result)
                 state.set_usage_limit_reset(self.settings.state_dir, reset)
                 return EXIT_USAGE_LIMIT
-            self._hand_back(outcome.reason or "stopped", refund=True)
+            self._hand_back(outcome.reason or "stopped", refund=True, result=outcome.result)
             return EXIT_STOPPED
         except DatabaseWriteFailed as exc:
             log.error("outcome_not_recorded", error=str(exc))
@@ -201,7 +207,7 @@ class JobRun:
         state.set_last_error(self.settings.state_dir, reason)
         try:
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
-                                      refund_attempt=True):
+                                      refund_attempt=True, result=_partial(self.reader) or None):
                 log.warning("claim_lost_before_rollback")
         except Exception as exc:  # the lease runs out and the sweep hands the job back
             log.error("rollback_failed", error=str(exc))
@@ -226,9 +232,11 @@ class JobRun:
                  backoff_seconds=delay)
         return EXIT_OK
 
-    def _hand_back(self, reason: str, *, refund: bool, run_after: datetime | None = None) -> None:
+    def _hand_back(self, reason: str, *, refund: bool, run_after: datetime | None = None,
+                   result: dict[str, Any] | None = None) -> None:
         if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
-                                  refund_attempt=refund, run_after=run_after):
+                                  refund_attempt=refund, run_after=run_after,
+                                  result=result or None):
             log.warning("claim_lost_before_rollback")
         else:
             log.info("claim_rolled_back", reason=reason, attempt_refunded=refund)
@@ -249,6 +257,13 @@ class JobRun:
             and row.get("claimed_by") == self.settings.worker_id
         if not keep:
             worktree.remove(ws, self.settings)
+
+
+def _partial(reader: Any) -> dict[str, Any]:
+    try:
+        return reader.partial_result() if reader is not None else {}
+    except Exception:  # a reader's summary must never cost the recording
+        return {}
 
 
 def _timeout(config: dict[str, Any], settings: Settings) -> int:

@@ -136,6 +136,12 @@ class _Printer:
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    def closing(self) -> None:
+        if not self.raw:
+            for line in self.renderer.closing():
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
     def idle(self) -> None:
         if not self.raw:
             for line in self.renderer.flush():
@@ -182,6 +188,7 @@ def _print(settings: Settings, job_id: str, status: _Status, printer: _Printer) 
         for line in fh:
             printer.line(line)
     printer.idle()
+    printer.closing()
     return 0
 
 
@@ -214,6 +221,7 @@ def _follow(settings: Settings, job_id: str, status: _Status, printer: _Printer)
             if final_since is not None and now - final_since >= _DRAIN_SECONDS:
                 if pending:
                     printer.line(pending.pop())
+                printer.closing()
                 return 0
             if now - last_check >= _STATUS_EVERY:
                 last_check = now

@@ -16,7 +16,7 @@ import time
 
 import structlog
 
-from runner import logs, quota, state
+from runner import isolation, logs, quota, state
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
 from runner.listen import Listener, wait_and_claim
@@ -34,8 +34,16 @@ def main() -> int:
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    try:
+        agent = settings.agent  # before anything is claimed: a bad user is a bad setting
+        if not agent.isolated and settings.require_agent_isolation:
+            isolation.check(agent, True, settings.state_dir, settings.worker_id)
+    except SettingsError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     _not_dumpable()
     sink, run_log = logs.setup(settings)
+    isolation.check(agent, False, settings.state_dir, settings.worker_id)
     stop = _stop_on_signals()
     logs.bind(worker_id=settings.worker_id)
     started, code = time.monotonic(), EXIT_FAILED
@@ -56,7 +64,7 @@ def main() -> int:
 def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event) -> int:
     with Queue.open(settings.dsn, settings.worker_id) as queue:
         queue.worker_seen("starting", queues=settings.queues)
-        end_orphaned_agent(settings.state_dir, settings.worker_id)
+        end_orphaned_agent(settings.state_dir, settings.worker_id, settings.agent)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)

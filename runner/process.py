@@ -1,27 +1,33 @@
-"""Run the agent in its own process group, stream its output, and stop it cleanly.
+"""Run the agent, follow its output, and stop it — and everything it started — cleanly.
 
-The agent (and anything it starts: shells, MCP servers) lives in a fresh session, so
-one ``os.killpg`` reaches all of it. After the agent exits the group is killed anyway:
-a grandchild that outlives its parent must not outlive the iteration.
+The agent starts in a session of its own (one ``killpg`` reaches the CLI and its direct
+children) under the agent's user (``settings.agent``). Its stdout and stderr go to files
+in the job directory, followed as they grow (runner/agent_output.py): nothing is lost
+when the CLI exits before we have read it all, and memory stays bounded whatever it
+prints. Stopping it means SIGTERM to its group, a grace, then SIGKILL to every process
+of the attempt wherever it went (runner/procgroup.py): Claude Code's tools run in
+sessions of their own.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from runner.agent_output import Follower
+from runner.agent_user import AgentUser
 from runner.agents.base import AgentCommand, RunOutput, StreamReader
 from runner.errors import AgentNotFound
 from runner.outcome import EarlyStop, Outcome
+from runner.procgroup import group_members, kill_attempt, kill_group, terminate  # noqa: F401
 
-_EOF = object()
+_POLL_SECONDS = 0.05
+STDOUT_FILE, STDERR_FILE = "agent.stdout", "agent.stderr"
 
 
 @dataclass
@@ -36,142 +42,96 @@ class ProcessResult:
         return RunOutput(self.exit_code, self.stderr_tail)
 
 
-def kill_group(pgid: int, sig: int) -> bool:
-    """Signal a whole process group; False when nothing is left in it."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    return kill_group(pgid, 0)
-
-
-def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM to the group, a grace period, then SIGKILL to whatever is left."""
-    pgid = proc.pid
-    kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not group_alive(pgid):
-            return
-        time.sleep(0.05)
-    kill_group(pgid, signal.SIGKILL)
-
-
 def run_agent(
     command: AgentCommand, *, reader: StreamReader, emit: Callable[[str, str], None],
     should_stop: Callable[[], str | None], grace_seconds: float,
-    on_spawn: Callable[[int], None] | None = None,
+    on_spawn: Callable[[int], None] | None = None, output_dir: Path | None = None,
+    agent: AgentUser | None = None,
 ) -> ProcessResult:
-    """Spawn, stream every line to ``emit`` and ``reader``, and stop when asked.
+    """Spawn, hand every line to ``emit`` and ``reader`` in order, and stop when asked.
 
     ``should_stop`` is polled a few times a second; a non-None answer is the reason the
-    group is terminated. A reader's ``EarlyStop`` terminates it too.
+    attempt is terminated. A reader's ``EarlyStop`` terminates it too. ``output_dir``
+    holds the output files (the job directory; default: the command's cwd's parent).
     """
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            command.argv, cwd=command.cwd, env=command.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise AgentNotFound(f"the agent's program {command.argv[0]!r} was not found "
-                            f"(check the RUNNER_*_BIN settings and PATH)") from exc
-    except PermissionError as exc:
-        raise AgentNotFound(f"the agent's program {command.argv[0]!r} is not executable") from exc
+    job_id = command.env.get("RUNNER_JOB_ID", "")
+    out_dir = Path(output_dir) if output_dir is not None else Path(command.cwd).parent
+    out_path, err_path = out_dir / STDOUT_FILE, out_dir / STDERR_FILE
+    env = command.env
+    if agent is not None and agent.isolated:
+        env = {**env, "HOME": str(agent_home(out_dir, agent))}
+    with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
+        try:
+            proc = subprocess.Popen(
+                command.argv, cwd=command.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=out_fh, stderr=err_fh, start_new_session=True,
+                **(agent.popen_kwargs() if agent is not None else {}),
+            )
+        except FileNotFoundError as exc:
+            raise AgentNotFound(f"the agent's program {command.argv[0]!r} was not found "
+                                f"(check the RUNNER_*_BIN settings and PATH)") from exc
+        except PermissionError as exc:
+            raise AgentNotFound(f"the agent's program {command.argv[0]!r} is not executable") from exc
     if on_spawn is not None:
         on_spawn(proc.pid)  # the group id: start_new_session makes the agent its leader
 
-    lines: queue.Queue[tuple[str, object]] = queue.Queue()
-    threads = [
-        threading.Thread(target=_pump, args=(proc.stdout, "stdout", lines), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, "stderr", lines), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-
+    followers = [Follower(out_path, "stdout"), Follower(err_path, "stderr")]
     stderr_tail: deque[str] = deque(maxlen=20)
     stop_reason: str | None = None
     early: Outcome | None = None
+
+    def stop_attempt() -> None:
+        terminate(proc.pid, grace_seconds, job_id, agent, exited=lambda: proc.poll() is not None)
 
     def handle(stream: str, line: str) -> None:
         nonlocal early, stop_reason
         emit(stream, line)
         if stream == "stderr":
-            stderr_tail.append(line)
+            stderr_tail.append(line[:4096])
         if early is not None or stop_reason is not None:
             return
         try:
             reader.feed(stream, line)
         except EarlyStop as stop:
             early, stop_reason = stop.outcome, stop.outcome.verdict.value
-            terminate_group(proc, grace_seconds)
+            stop_attempt()
 
-    open_streams = 2
     try:
-        while open_streams:
-            try:
-                stream, item = lines.get(timeout=0.1)
-            except queue.Empty:
-                stream, item = "", None
-            if item is _EOF:
-                open_streams -= 1
-            elif isinstance(item, str):
-                handle(stream, item)
+        while proc.poll() is None:
+            got = False
+            for f in followers:
+                for line in f.read():
+                    got = True
+                    handle(f.stream, line)
             if stop_reason is None:
                 stop_reason = should_stop()
                 if stop_reason is not None:
-                    terminate_group(proc, grace_seconds)
-            if open_streams and proc.poll() is not None and lines.empty():
-                # The agent is gone but something it started holds the pipes open: that
-                # something must not outlive it. Killing the group closes the pipes.
-                kill_group(proc.pid, signal.SIGKILL)
+                    stop_attempt()
+            if not got:
+                time.sleep(_POLL_SECONDS)
     finally:
         if proc.poll() is None:
-            terminate_group(proc, grace_seconds)
+            stop_attempt()
         exit_code = proc.wait()
-        kill_group(proc.pid, signal.SIGKILL)  # nothing of the agent outlives the iteration
-        for t in threads:
-            t.join(timeout=2)
-        while not lines.empty():
-            stream, item = lines.get_nowait()
-            if isinstance(item, str):
-                handle(stream, item)
+        # Nothing of the attempt outlives the agent: a grandchild still writing would
+        # keep the files growing, and its work would land after the job was recorded.
+        kill_group(proc.pid, 9)
+        kill_attempt(job_id, agent)
+        for f in followers:  # the writers are gone: read to the end, in order per stream
+            for line in f.drain():
+                handle(f.stream, line)
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),
                          time.monotonic() - started)
 
 
-def _pump(pipe, name: str, out: queue.Queue[tuple[str, object]]) -> None:
-    try:
-        for raw in iter(pipe.readline, b""):
-            out.put((name, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
-    finally:
-        pipe.close()
-        out.put((name, _EOF))
-
-
-def group_members(pgid: int, marker: str) -> list[int]:
-    """Live processes in group ``pgid`` whose environment holds ``marker`` (NAME=value).
-
-    The marker proves the group is still the one we started (group ids are reused).
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: pgrp
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if marker.encode() in fh.read().split(b"\0"):
-                    found.append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+def agent_home(job_dir: Path, agent: AgentUser) -> Path:
+    """A HOME of the agent's own inside its job directory (the CLI keeps its config and
+    session files there), owned by the agent's uid. The job directory itself becomes
+    traversable (not listable) so the agent can reach its HOME and work tree by name.
+    (Handing the whole job directory to the agent's uid is the workspace's part.)"""
+    home = job_dir / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    os.chown(home, agent.uid, agent.gid)
+    os.chmod(job_dir, os.stat(job_dir).st_mode & 0o7777 | 0o111)
+    return home

@@ -9,13 +9,13 @@ better. The attempt stays counted: the job itself may be what killed the worker.
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import structlog
 
 from runner import state
-from runner.process import group_members, kill_group
+from runner.agent_user import AgentUser
+from runner.procgroup import kill_attempt
 from runner.queue import Claim, Queue
 
 log = structlog.get_logger("runner.reconcile")
@@ -33,9 +33,12 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def end_orphaned_agent(state_dir: Path, worker_id: str) -> int | None:
-    """Kill the agent a dead iteration of this worker left running, before its job is
-    handed back and claimed again: two agents must never work on one job."""
+def end_orphaned_agent(state_dir: Path, worker_id: str, agent: AgentUser | None = None) -> int | None:
+    """Kill what a dead iteration of this worker left running of its agent's attempt,
+    before the job is handed back and claimed again: two agents must never work on one
+    job. Every process of the attempt goes, in whatever session it is (Claude Code runs
+    each tool command in one of its own): found by the agent's uid when it has one, else
+    by the ``RUNNER_JOB_ID`` marker. Returns the old agent's group id when any was killed."""
     left = state.read_agent(state_dir, worker_id)
     if left is None:
         return None
@@ -43,8 +46,7 @@ def end_orphaned_agent(state_dir: Path, worker_id: str) -> int | None:
     if owner != os.getpid() and _alive(owner):
         return None  # its iteration still runs: not an orphan, and not ours to touch
     killed = None
-    if pgid != os.getpgrp() and group_members(pgid, f"RUNNER_JOB_ID={job_id}"):
-        kill_group(pgid, signal.SIGKILL)
+    if kill_attempt(job_id, agent):
         log.warning("orphaned_agent_killed", job_id=job_id, pgid=pgid, dead_iteration=owner)
         killed = pgid
     state.clear_agent(state_dir, worker_id)

@@ -101,6 +101,7 @@ class Renderer:
         self.agent = "agent"
         self._delta: list[str] = []
         self._was_delta = False
+        self.warnings: list[str] = []  # repeated at the end of `runner logs`
 
     def tag(self) -> str:
         return f"{PAD}{self.agent:<7} "
@@ -126,6 +127,12 @@ class Renderer:
         if self._delta and not self._was_delta:
             out = self.flush() + out
         return out
+
+    def closing(self) -> list[str]:
+        """Lines for the end of the log: the last run's warnings, once more."""
+        if not self.warnings:
+            return []
+        return [f"{PAD}warnings of the last run:", *(f"{PAD}  {w}" for w in self.warnings)]
 
     def flush(self) -> list[str]:
         """Text held back (Gemini deltas), to be shown when nothing more is coming."""
@@ -192,7 +199,9 @@ class Renderer:
             return [f"{t}rate_limit status={info.get('status')} type={info.get('rateLimitType')}"
                     f"{util} resets={when}"]
         if kind == "result":
-            return [self._claude_result(e)]
+            warnings = permission_warnings(e.get("permission_denials"))
+            self.warnings = warnings
+            return [self._claude_result(e), *(f"{t}warning {w}" for w in warnings)]
         if kind == "stream_event":
             return []  # partial-message deltas (--include-partial-messages): the full message follows
         return [f"{t}{kind}"]
@@ -344,6 +353,24 @@ class Renderer:
             line += f" tool_calls={stats['tool_calls']}"
         err = e.get("error") if isinstance(e.get("error"), dict) else None
         return [line + (f": {one_line(err.get('message'), 500)}" if err else "")]
+
+
+def permission_warnings(denials: Any) -> list[str]:
+    """One sentence per tool call the agent's permission mode refused (result.warnings,
+    ``runner show``, the end of ``runner logs``)."""
+    if not isinstance(denials, list):
+        return []
+    out = []
+    for d in denials[:50]:
+        if not isinstance(d, dict):
+            continue
+        name = str(d.get("tool_name") or "a tool")
+        arg = key_argument(name, d.get("tool_input"))
+        out.append(f"permission denied: {name}{' ' + arg if arg else ''} "
+                   f"(the job's permission_mode / allowed_tools did not allow it)")
+    if len(denials) > 50:
+        out.append(f"… and {len(denials) - 50} more permission denials")
+    return out
 
 
 def _json_object(raw: str) -> dict[str, Any] | None:

@@ -64,3 +64,25 @@ def test_workers_sharing_a_state_dir_never_kill_each_others_agents(runner_env, q
     out, _ = busy.communicate(timeout=60)
     assert busy.returncode == 0, out
     assert queue.get(job["id"])["status"] == "succeeded"
+
+
+def test_a_tool_process_in_its_own_session_does_not_outlive_a_sigkilled_iteration(runner_env, queue, tmp_path):
+    # Claude Code runs each Bash tool command in a session of its own: killing the CLI's
+    # process group misses it. The next iteration finds it by the attempt's marker.
+    escapee_pid, late = tmp_path / "escapee.pid", tmp_path / "late-work"
+    queue.enqueue(prompt="p", config=fake(sleep=120, escapee={
+        "pidfile": str(escapee_pid), "after": 8, "path": str(late)}))
+    proc = start_one_job(runner_env, RUNNER_WORKER_ID="box-6")
+    _wait(lambda: escapee_pid.exists() and escapee_pid.read_text())
+    escapee = int(escapee_pid.read_text())
+    assert os.getsid(escapee) == escapee  # really in a session of its own
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _alive(escapee)
+
+    queue.conn.execute("UPDATE jobs SET config = jsonb_set(config, '{fake}', '{}')")
+    done = run_one_job(runner_env, RUNNER_WORKER_ID="box-6")
+    assert done.returncode == 0, done.stdout
+    assert "orphaned_agent_killed" in done.stdout
+    assert not _alive(escapee)
+    assert not late.exists()

@@ -53,6 +53,10 @@ class StreamReader:
     def outcome(self, run: RunOutput) -> Outcome:
         return outcome_from_exit_code(run)
 
+    def partial_result(self) -> dict[str, Any]:
+        """What the stream told so far (usage, session …), for a run stopped before its end."""
+        return {}
+
 
 def json_event(line: str) -> dict[str, Any] | None:
     """One line of a JSONL stream as an object, or None for anything else."""

@@ -15,6 +15,7 @@ from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
                                 base_env, from_runner_env, json_event)
 from runner.agents.limits import from_epoch, reset_time
+from runner.render import permission_warnings
 from runner.outcome import EarlyStop, Outcome, Verdict
 from runner.settings import PERMISSION_MODES, Settings
 
@@ -99,6 +100,9 @@ class ClaudeReader(StreamReader):
         self.retries: list[dict[str, Any]] = []
         self.rate_limit: dict[str, Any] | None = None
         self.other_stdout: list[str] = []
+        # Usage per assistant message id, as the stream reports it (a message's events repeat
+        # its usage): added up, it is what was spent even when no result event ever comes.
+        self.message_usage: dict[str, dict[str, int]] = {}
 
     def feed(self, stream: str, line: str) -> None:
         if stream != "stdout":
@@ -118,6 +122,12 @@ class ClaudeReader(StreamReader):
                     Verdict.TOKEN_EXPIRED, result=self._result(None),
                     reason=f"Claude's credentials were rejected (HTTP {event.get('error_status')} "
                            f"{event.get('error')}); the agent was stopped at its first retry"))
+        elif kind == "assistant" and isinstance(event.get("message"), dict):
+            message = event["message"]
+            usage = _usage(message.get("usage"))
+            if usage:
+                key = str(message.get("id") or len(self.message_usage))
+                self.message_usage[key] = usage
         elif kind == "rate_limit_event":
             info = event.get("rate_limit_info") or {}
             self.rate_limit = info
@@ -181,17 +191,33 @@ class ClaudeReader(StreamReader):
         out: dict[str, Any] = {
             "summary": res.get("result") if isinstance(res.get("result"), str) else None,
             "cost_usd": res.get("total_cost_usd"),
-            "usage": _usage(res.get("usage")),
+            "usage": _usage(res.get("usage")) or self.usage_so_far(),
             "turns": res.get("num_turns"),
             "session_id": self.session_id,
             "permission_denials": res.get("permission_denials") or [],
             "model": self.model,
         }
+        if warnings := permission_warnings(out["permission_denials"]):
+            out["warnings"] = warnings
         if exit_code is not None:
             out["exit_code"] = exit_code
         if res.get("subtype"):
             out["subtype"] = res.get("subtype")
         return out
+
+
+    def usage_so_far(self) -> dict[str, int] | None:
+        """Tokens of every assistant message seen so far (for a run stopped before its result)."""
+        if not self.message_usage:
+            return None
+        total: dict[str, int] = {}
+        for usage in self.message_usage.values():
+            for k, v in usage.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def partial_result(self) -> dict[str, Any]:
+        return self._result(None)
 
 
 def _usage(usage: Any) -> dict[str, int] | None:

@@ -143,3 +143,64 @@ def test_a_forged_line_from_a_tool_does_not_park_the_worker(forged, claude_env, 
     assert row["status"] == "queued" and row["attempts"] == 1, row
     expected = "but the API accepted it" if forged == "401" else "not believed"
     assert expected in row["error"], row["error"]
+
+
+@pytest.mark.parametrize("how", ["cancel", "sigterm"])
+def test_usage_spent_before_a_stop_is_recorded(how, claude_env, queue, git_repo, tmp_path):
+    """One finished turn (a Write), then a slow one that is stopped: the tokens of the first
+    turn, added up from the stream, are in result.usage although no result event came."""
+    job = queue.enqueue(prompt="Write, then talk.", repo_url=git_repo, config=CONFIG)
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "a.txt"
+
+    def responder(body):
+        if tool_results(body):
+            return slow_text(600, 0.1)
+        return tool_use("Write", {"file_path": str(target), "content": "a\n"},
+                        usage={"input_tokens": 1234, "output_tokens": 56})
+
+    with FakeAnthropic(responder) as api:
+        proc = start_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+        assert api.wait_for(lambda reqs: sum(r.path == "/v1/messages" and bool(tool_results(r.body))
+                                             for r in reqs) >= 1, timeout=60)
+        if how == "cancel":
+            queue.request_cancel(job["id"])
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    row = queue.get(job["id"])
+    assert row["status"] == ("cancelled" if how == "cancel" else "queued"), out[-3000:]
+    usage = (row["result"] or {}).get("usage") or {}
+    # The CLI's assistant events carry the usage of message_start: input tokens in full,
+    # output tokens as a lower bound (their final count comes in message_delta only).
+    assert usage.get("input_tokens", 0) >= 1234 and usage.get("output_tokens", 0) >= 1, row["result"]
+
+
+def test_permission_denials_are_told_in_result_show_and_logs(claude_env, queue, git_repo):
+    """The permission mode refuses a Bash `git commit`: the job's result.warnings says so,
+    and so do `runner show` and the end of `runner logs`."""
+    import sys as _sys
+
+    from tests.conftest import REPO
+
+    job = queue.enqueue(prompt="Commit.", repo_url=git_repo, config=CONFIG)
+
+    def responder(body):
+        if tool_results(body):
+            return text("Could not commit.")
+        return tool_use("Bash", {"command": "git commit -am work", "description": "commit"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    warnings = row["result"].get("warnings") or []
+    assert any(w.startswith("permission denied: Bash git commit -am work") for w in warnings), row["result"]
+    cli = [_sys.executable, "-m", "runner"]
+    show = subprocess.run([*cli, "show", str(job["id"])], env=claude_env, capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert "warning: permission denied: Bash git commit -am work" in show.stdout, show.stdout + show.stderr
+    logs = subprocess.run([*cli, "logs", str(job["id"])], env=claude_env, capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    tail = logs.stdout.strip().splitlines()[-2:]
+    assert tail[0].strip() == "warnings of the last run:", logs.stdout[-2000:]
+    assert "permission denied: Bash git commit -am work" in tail[1]

@@ -3,7 +3,10 @@
 It reads its job from ``$RUNNER_PAYLOAD`` and does what ``config.fake`` says, in order:
 ``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``blocked`` (writes BLOCKED.md),
 ``grandchild`` (starts a process that tries to outlive it, writing its pid to a file),
-``sleep`` seconds, then exits with ``exit`` (default 0). ``pidfile`` records its own pid.
+``escapee`` ({"pidfile", "after", "path"}: a process in a session of its own, as Claude
+Code runs its Bash tool, that writes ``path`` after ``after`` seconds), ``raw_stdout``
+(hex strings written as raw bytes: NUL, invalid UTF-8), ``big_line`` (one stdout line of
+that many bytes, written in chunks), ``sleep`` seconds, then exits with ``exit`` (default 0). ``pidfile`` records its own pid.
 """
 
 import json
@@ -35,6 +38,23 @@ if spec.get("grandchild"):
             f"open({spec['grandchild']!r},'w').write(str(os.getpid()));time.sleep(600)")
     subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL)
+if spec.get("escapee"):
+    e = spec["escapee"]
+    code = ("import os,signal,sys,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+            f"open({e['pidfile']!r},'w').write(str(os.getpid()));time.sleep({float(e['after'])});"
+            f"open({e['path']!r},'w').write('the old attempt lived on')")
+    subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+for raw in spec.get("raw_stdout", []):
+    sys.stdout.buffer.write(bytes.fromhex(raw) + b"\n")
+    sys.stdout.buffer.flush()
+if spec.get("big_line"):
+    left, chunk = int(spec["big_line"]), b"x" * (1 << 20)
+    while left > 0:
+        sys.stdout.buffer.write(chunk[:left])
+        left -= len(chunk)
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
 if spec.get("env_dump"):
     Path(spec["env_dump"]).write_text(json.dumps(dict(os.environ)))
 time.sleep(float(spec.get("sleep", 0)))
