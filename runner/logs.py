@@ -77,7 +77,10 @@ class Sink:
 
     def close(self) -> None:
         if self.extra is not None:
-            self.extra.close()
+            try:
+                self.extra.close()
+            except OSError as exc:  # the last buffered lines could not be written
+                self._fall_back("", exc)
 
 
 class _SinkLogger:
