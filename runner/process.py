@@ -121,6 +121,8 @@ def run_agent(
         for f in followers:  # the writers are gone: read to the end, in order per stream
             for line in f.drain():
                 handle(f.stream, line)
+        if agent is not None and agent.isolated:
+            reclaim_home(out_dir)
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),
                          time.monotonic() - started)
 
@@ -132,6 +134,26 @@ def agent_home(job_dir: Path, agent: AgentUser) -> Path:
     (Handing the whole job directory to the agent's uid is the workspace's part.)"""
     home = job_dir / "home"
     home.mkdir(mode=0o700, exist_ok=True)
-    os.chown(home, agent.uid, agent.gid)
+    hand_tree(home, agent.uid, agent.gid)
     os.chmod(job_dir, os.stat(job_dir).st_mode & 0o7777 | 0o111)
     return home
+
+
+def hand_tree(path: Path, uid: int, gid: int) -> None:
+    """Give ``path`` and everything under it to ``uid:gid`` (CAP_CHOWN), owner first so a
+    directory the agent closed to others (0700) can then be listed; links are not followed."""
+    try:
+        os.lchown(path, uid, gid)
+        if path.is_symlink() or not path.is_dir():
+            return
+        for entry in os.scandir(path):
+            hand_tree(Path(entry.path), uid, gid)
+    except OSError:
+        pass
+
+
+def reclaim_home(job_dir: Path) -> None:
+    """Take the agent's HOME back, so the runner can keep or remove it."""
+    home = job_dir / "home"
+    if home.exists():
+        hand_tree(home, os.geteuid(), os.getegid())

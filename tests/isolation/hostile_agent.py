@@ -1,0 +1,34 @@
+"""A hostile agent: it tries to read every process's environment and command line, and
+to list and read the runner's log, state and cache directories, then writes what it got
+(as text) to $FINDINGS. Run as the agent's own user by tests/isolation/test_agent_user.py."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+found: dict[str, str] = {}
+
+
+def grab(path: str) -> None:
+    try:
+        if os.path.isdir(path):
+            found[path] = "\n".join(os.listdir(path))
+            for name in os.listdir(path):
+                grab(os.path.join(path, name))
+        else:
+            with open(path, "rb") as fh:
+                found[path] = fh.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        pass
+
+
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) != os.getpid():
+        grab(f"/proc/{pid}/environ")
+        grab(f"/proc/{pid}/cmdline")
+for d in sys.argv[1:]:
+    grab(d)
+found["own environment"] = json.dumps(dict(os.environ))
+Path(os.environ["FINDINGS"]).write_text(json.dumps(found))
+print(json.dumps({"hostile": "done", "read": len(found)}), flush=True)
