@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import math
+import re
 import sys
 from datetime import datetime
 from typing import Any, Callable
@@ -275,22 +276,38 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _get(q: Queue, job_id: str) -> dict[str, Any]:
-    try:
-        job = q.get(job_id)
-    except Exception as exc:  # psycopg rejects a malformed uuid
-        if "uuid" in str(exc).lower():
-            raise RunnerError(f"{job_id!r} is not a job id (a UUID)") from None
-        raise
+def _get(q: Queue, ref: str) -> dict[str, Any]:
+    """The job ``ref`` names: its id, or a prefix of the id unique among the jobs."""
+    job_id = _resolve(q, ref)
+    job = q.get(job_id)
     if job is None:
-        raise RunnerError(f"no job {job_id}")
+        raise RunnerError(f"no such job {job_id}")
     return job
+
+
+def _resolve(q: Queue, ref: str) -> str:
+    ref = ref.strip().lower()
+    if not ref or not _ID_PREFIX.fullmatch(ref):
+        raise RunnerError(f"{ref!r} is not a job id or a prefix of one (hex digits and dashes)")
+    if len(ref) == 36:
+        return ref
+    found = q.job_ids_by_prefix(ref)
+    if not found:
+        raise RunnerError(f"no such job: no job id starts with {ref!r}")
+    if len(found) > 1:
+        shown = ", ".join(found[:5])
+        raise RunnerError(f"{ref!r} matches {len(found)}{'+' if len(found) >= 10 else ''} jobs "
+                          f"({shown}); give more of the id")
+    return found[0]
+
+
+_ID_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 
 
 @command("cancel")
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     with _queue(settings) as q:
-        _get(q, args.id)
+        args.id = str(_get(q, args.id)["id"])
         status = q.request_cancel(args.id)
     if status is None:
         print(f"job {args.id} has already finished; nothing to cancel", file=sys.stderr)
@@ -302,7 +319,7 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
 @command("retry")
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
     with _queue(settings) as q:
-        _get(q, args.id)
+        args.id = str(_get(q, args.id)["id"])
         if not q.retry(args.id):
             print(f"job {args.id} is not failed, cancelled or blocked; nothing to retry", file=sys.stderr)
             return 1

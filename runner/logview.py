@@ -100,6 +100,8 @@ def find_job(settings: Settings, ref: str, status: _Status) -> str:
     if not found:
         if len(ref) == 36:
             return ref
+        if status.queue is not None:
+            raise RunnerError(f"no such job: no job id starts with {ref!r}")
         raise RunnerError(f"no job log matches {ref!r} in {directory}")
     return found.pop()
 
@@ -182,6 +184,8 @@ def _print(settings: Settings, job_id: str, status: _Status, printer: _Printer) 
     path = log_path(settings, job_id)
     if path is None:
         state = status.get()
+        if state is None and status.queue is not None:
+            raise RunnerError(f"no such job {job_id}")
         why = f"its status is {state}" if state else "no such log"
         raise RunnerError(f"job {job_id} has no log in {jobs_dir(settings)} ({why})")
     with open_log(path) as fh:

@@ -57,7 +57,7 @@ def test_cancel_and_retry(runner_env, queue):
 
 def test_unknown_or_malformed_ids_get_a_sentence(runner_env, queue):
     missing = runner(runner_env, "show", str(uuid.uuid4()))
-    assert missing.returncode == 1 and "no job" in missing.stderr
+    assert missing.returncode == 1 and "no such job" in missing.stderr
     bad = runner(runner_env, "show", "not-a-uuid")
     assert bad.returncode == 1 and "is not a job id" in bad.stderr
     assert "Traceback" not in missing.stderr + bad.stderr
@@ -67,3 +67,26 @@ def test_migrate_is_harmless_to_repeat(runner_env):
     for _ in range(2):
         proc = runner(runner_env, "migrate")
         assert proc.returncode == 0 and "up to date" in proc.stdout
+
+
+def test_show_cancel_retry_take_a_unique_prefix(runner_env, queue):
+    job = queue.enqueue(prompt="a")
+    prefix = str(job["id"])[:8]
+    assert str(job["id"]) in runner(runner_env, "show", prefix).stdout
+    assert runner(runner_env, "cancel", prefix).stdout.strip() == "cancelled"
+    assert runner(runner_env, "retry", prefix.upper()).stdout.strip() == "queued again"
+    unknown = "ffffffff" if not str(job["id"]).startswith("f") else "00000000"
+    for cmd in ("show", "cancel", "retry", "logs"):
+        proc = runner(runner_env, cmd, unknown)
+        assert proc.returncode == 1 and "no such job" in proc.stderr, (cmd, proc.stderr)
+    proc = runner(runner_env, "logs", str(uuid.uuid4()))
+    assert proc.returncode == 1 and "no such job" in proc.stderr, proc.stderr
+
+
+def test_an_ambiguous_prefix_is_an_error(runner_env, queue):
+    for _ in range(40):
+        queue.enqueue(prompt="x")
+    firsts = [str(j["id"])[0] for j in queue.list(limit=40)]
+    common = max(set(firsts), key=firsts.count)
+    proc = runner(runner_env, "show", common)
+    assert proc.returncode == 1 and "give more of the id" in proc.stderr, proc.stderr
