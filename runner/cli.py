@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import sys
 from datetime import datetime
 from typing import Any, Callable
 
-from runner.errors import RunnerError, SettingsError
+from runner.errors import DatabaseUnavailable, RunnerError, SettingsError
+from runner import dburl
 from runner.queue import Queue
+from runner.schema import JOB_STATUSES
 from runner.settings import Settings, load_settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
@@ -29,26 +33,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the database migrations (safe to repeat)")
 
     p = sub.add_parser("enqueue", help="queue a job; prints its id last")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--repo", dest="repo_url")
-    p.add_argument("--branch")
-    p.add_argument("--base-ref")
-    p.add_argument("--queue", default="default")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--max-attempts", type=int, default=3)
-    p.add_argument("--kind", default="task")
+    p.add_argument("--prompt", required=True, help="what the agent is asked to do (required)")
+    p.add_argument("--repo", dest="repo_url",
+                   help="the git repository to work in (https://, ssh:// or a local path); "
+                        "default: none, the agent runs in an empty directory")
+    p.add_argument("--branch", help="the branch the job's commits go on; default: runner/<job id>")
+    p.add_argument("--base-ref", help="the ref the job starts from; default: the repository's default branch")
+    p.add_argument("--queue", default="default",
+                   help="the queue a worker takes it from (RUNNER_QUEUES); default: %(default)s")
+    p.add_argument("--priority", type=_int_between(-2**31, 2**31 - 1), default=0,
+                   help="higher runs first (then the oldest first); any integer; default: %(default)s")
+    p.add_argument("--max-attempts", type=_int_between(1, 1000), default=3,
+                   help="how many times the agent may run before the job ends failed (1-1000); "
+                        "default: %(default)s")
+    p.add_argument("--kind", default="task",
+                   help="a free label for the web app (e.g. task, review); default: %(default)s")
     p.add_argument("--config", default="{}", help="the job's config as a JSON object")
     p.add_argument("--payload", default="{}", help="the job's payload as a JSON object")
 
     p = sub.add_parser("jobs", help="list jobs, newest first")
-    p.add_argument("--status")
-    p.add_argument("--queue")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--status", choices=JOB_STATUSES, metavar="STATUS",
+                   help="only jobs in this status: " + ", ".join(JOB_STATUSES) + "; default: all")
+    p.add_argument("--queue", help="only jobs of this queue; default: all")
+    p.add_argument("--limit", type=_int_between(1, 100_000), default=50,
+                   help="at most this many rows (1-100000); default: %(default)s")
     p.add_argument("--watch", action="store_true", help="redraw live as jobs change (Ctrl-C exits)")
 
     p = sub.add_parser("show", help="one job with its events")
     p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the row and its events as JSON (timestamps in ISO 8601) instead of text")
 
     p = sub.add_parser("cancel", help="cancel a job (a running agent is stopped)")
     p.add_argument("id")
@@ -56,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     sub.add_parser("workers", help="the workers and when each was last seen")
     p = sub.add_parser("prune", help="delete finished jobs (and their events) older than N days")
-    p.add_argument("--days", type=float, required=True)
+    p.add_argument("--days", type=_days, required=True,
+                   help="age in days since the job finished, a number from 0 to 36500 (0.5 = 12 hours); required")
 
     p = sub.add_parser("health", help="this worker's health from its state files (exit 0 healthy, 1 not)")
     p.add_argument("--serve", action="store_true",
@@ -69,22 +84,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use {low} to {high}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or not 0 <= value <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 0 to 36500")
+    return value
+
+
 # Commands that read files first: they work without DATABASE_URL (and with the database down).
 _DATABASE_OPTIONAL = {"health", "logs"}
 
 
+# The CLI's exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1        # the command could not do it (no such job, nothing to cancel, bad settings)
+EXIT_USAGE = 2         # the command line is wrong (argparse's own code)
+EXIT_DATABASE = 3      # the database cannot be reached, does not exist, or refused the login
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raw_url = _raw_database_url()
     try:
         settings = load_settings(database_optional=args.command in _DATABASE_OPTIONAL)
+        if settings.has_database:
+            dburl.check(settings.database_url.get_secret_value())
     except SettingsError as exc:
-        print(f"runner: {exc}", file=sys.stderr)
-        return 1
+        print(dburl.scrub(f"runner: {exc}", raw_url), file=sys.stderr)
+        return EXIT_FAILED
+    url = settings.database_url.get_secret_value()
     try:
         return COMMANDS[args.command](args, settings)
+    except DatabaseUnavailable as exc:
+        print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
+        return EXIT_DATABASE
     except RunnerError as exc:
-        print(f"runner {args.command}: {exc}", file=sys.stderr)
-        return 1
+        print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        sentence = _database_problem(exc, url)
+        if sentence is None:
+            raise
+        print(dburl.scrub(f"runner {args.command}: {sentence}", url), file=sys.stderr)
+        return EXIT_DATABASE
+
+
+def _raw_database_url() -> str:
+    import os
+    return os.environ.get("DATABASE_URL") or os.environ.get("RUNNER_DATABASE_URL") or ""
+
+
+def _database_problem(exc: BaseException, url: str) -> str | None:
+    """One sentence for a database that cannot be used, or None when ``exc`` is not that."""
+    import psycopg
+    import sqlalchemy.exc
+    import tenacity
+
+    while isinstance(exc, tenacity.RetryError) and exc.last_attempt.exception() is not None:
+        exc = exc.last_attempt.exception()
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, RunnerError) or not isinstance(exc, (psycopg.Error, sqlalchemy.exc.SQLAlchemyError)):
+        return None
+    where = dburl.describe(url)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    lower = str(exc).lower()
+    if "does not exist" in lower and "database" in lower:
+        return f"the database {where} does not exist; create it (createdb) or fix DATABASE_URL"
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        return f"the database {where} refused the login ({text}); fix the user or password in DATABASE_URL"
+    if isinstance(exc, psycopg.ProgrammingError) and ("connection info" in lower or "invalid dsn" in lower):
+        return f"DATABASE_URL cannot be read ({text}); it must look like postgresql://user:password@host:5432/dbname"
+    if "relation" in lower and "does not exist" in lower:
+        return f"the database {where} has no runner schema yet; run `runner migrate` first"
+    if isinstance(exc, psycopg.OperationalError) or "connection" in lower:
+        return (f"cannot connect to the database {where} ({text}); check that PostgreSQL runs there "
+                "and that DATABASE_URL names it")
+    return f"the database {where} failed: {text}"
 
 
 def _queue(settings: Settings) -> Queue:
@@ -103,9 +195,16 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
 
 @command("migrate")
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from runner.migrate import upgrade
+    from runner.migrate import current_revision, upgrade
+    before = current_revision(settings.dsn)
     upgrade(settings.dsn)
-    print("database schema is up to date")
+    after = current_revision(settings.dsn)
+    if before is None:
+        print(f"created the database schema (revision {after})")
+    elif before != after:
+        print(f"upgraded the database schema from revision {before} to {after}")
+    else:
+        print(f"database schema is up to date (revision {after})")
     return 0
 
 
@@ -234,7 +333,17 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
 @command("health")
 def _health(args: argparse.Namespace, settings: Settings) -> int:
     from runner import health
-    return health.serve(settings) if args.serve else health.check(settings)
+    if not args.serve:
+        return health.check(settings)
+    try:
+        return health.serve(settings)
+    except OSError as exc:
+        where = f"{settings.health_bind}:{settings.health_port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise RunnerError(f"cannot serve on {where}: the port is already in use (another "
+                              "`runner health --serve`?); stop it or set RUNNER_HEALTH_PORT") from None
+        raise RunnerError(f"cannot serve on {where}: {exc.strerror or exc}; "
+                          "check RUNNER_HEALTH_BIND and RUNNER_HEALTH_PORT") from None
 
 
 @command("logs")

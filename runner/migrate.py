@@ -32,3 +32,17 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at; None for an empty database (no alembic_version)."""
+    import psycopg
+
+    from runner.settings import libpq_dsn
+
+    with psycopg.connect(libpq_dsn(database_url), connect_timeout=10) as conn:
+        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+        if not exists:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version LIMIT 1").fetchone()
+        return row[0] if row else None
