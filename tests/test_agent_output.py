@@ -56,3 +56,20 @@ def test_the_follower_reads_a_growing_file_and_drains_the_rest(tmp_path):
         w.write(b"o\nthree")
         w.flush()
     assert list(f.drain()) == ["two", "three"]
+
+
+def test_an_agent_printing_nul_bad_utf8_and_a_huge_line_ends_normally(queue, runner_env, tmp_path):
+    from tests.conftest import fake, run_one_job
+
+    job = queue.enqueue(prompt="p", config=fake(
+        raw_stdout=["61006200", "fffeeda080", "7b2274797065223a2278227d"],
+        big_line=3 * MAX_LINE_BYTES, stdout=["a plain line"]))
+    proc = run_one_job(runner_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    log_text = (tmp_path / "logs" / "jobs" / f"{job['id']}.log").read_bytes()
+    assert b"\x00" not in log_text
+    assert b"bytes cut from this line" in log_text
+    assert b"a plain line" in log_text and b"fake" in log_text[log_text.index(b"bytes cut"):]
+    assert len(log_text) < 2 * MAX_LINE_BYTES + 100_000
