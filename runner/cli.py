@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
-    sub.add_parser("workers", help="the workers and when each was last seen")
+    p = sub.add_parser("workers", help="the workers and when each was last seen")
+    p.add_argument("--prune", action="store_true",
+                   help="first delete the rows of workers gone (not seen) for --gone-minutes")
+    p.add_argument("--gone-minutes", type=_int_between(1, 10_000_000), default=10,
+                   help="with --prune: minutes since a worker was last seen (1 or more); default: %(default)s")
     p = sub.add_parser("prune", help="delete finished jobs (and their events) older than N days")
     p.add_argument("--days", type=_days, required=True,
                    help="age in days since the job finished, a number from 0 to 36500 (0.5 = 12 hours); required")
@@ -330,6 +334,9 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
 @command("workers")
 def _workers(args: argparse.Namespace, settings: Settings) -> int:
     with _queue(settings) as q:
+        if args.prune:
+            removed = q.prune_workers(args.gone_minutes * 60)
+            print(f"removed {removed} worker row(s) not seen for {args.gone_minutes} minute(s)")
         rows = q.workers()
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]

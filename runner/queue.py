@@ -217,6 +217,9 @@ class Queue:
     def workers(self) -> list[dict[str, Any]]:
         return self._run("list_workers")
 
+    def prune_workers(self, older_than_seconds: float) -> int:
+        return len(self._run("prune_workers", older_than_seconds=older_than_seconds))
+
     def touch_worker(self) -> None:
         self._run("touch_worker", id=self.worker_id)
 

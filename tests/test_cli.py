@@ -90,3 +90,17 @@ def test_an_ambiguous_prefix_is_an_error(runner_env, queue):
     common = max(set(firsts), key=firsts.count)
     proc = runner(runner_env, "show", common)
     assert proc.returncode == 1 and "give more of the id" in proc.stderr, proc.stderr
+
+
+def test_workers_prune_removes_gone_rows_only(runner_env, queue, db_url):
+    import psycopg
+    from runner.settings import libpq_dsn
+    with psycopg.connect(libpq_dsn(db_url), autocommit=True) as conn:
+        conn.execute("INSERT INTO workers (id, host, pid, version, state, last_seen_at) VALUES "
+                     "('phantom', 'h', 1, 'v', 'idle', now() - interval '2 hours'), "
+                     "('alive', 'h', 2, 'v', 'idle', now())")
+    proc = runner(runner_env, "workers", "--prune")
+    assert proc.returncode == 0 and "removed 1 worker row" in proc.stdout, proc.stderr
+    assert "phantom" not in proc.stdout and "alive" in proc.stdout
+    bad = runner(runner_env, "workers", "--prune", "--gone-minutes", "0")
+    assert bad.returncode == 2

@@ -236,3 +236,10 @@ WHERE claimed_at > now() - make_interval(secs => %(window_seconds)s)
   AND status <> 'queued' AND claimed_at >= greatest(created_at, run_after)
 ORDER BY claimed_at DESC
 LIMIT 10000;
+
+-- name: prune_workers
+-- `runner workers --prune`: rows of workers not seen for a while (ad-hoc one_job runs,
+-- replaced containers); a live worker writes its row again at its next iteration.
+DELETE FROM workers
+WHERE last_seen_at < now() - make_interval(secs => %(older_than_seconds)s)
+RETURNING id;
