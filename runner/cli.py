@@ -234,6 +234,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _json_value(value: Any) -> str:
+    # ISO 8601 (2026-12-02T04:28:24.900000+00:00) for timestamps; str() for uuids and the rest.
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [[_fmt(r.get(c)).replace("\n", " ")[:60] for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -262,7 +267,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         events = q.events(job["id"])
     job.pop("claim_token", None)
     if args.json:
-        print(json.dumps({**job, "events": events}, default=str, indent=2, sort_keys=True))
+        print(json.dumps({**job, "events": events}, default=_json_value, indent=2, sort_keys=True))
         return 0
     for key in ("id", "status", "queue", "kind", "priority", "attempts", "max_attempts",
                 "repo_url", "branch", "base_ref", "claimed_by", "created_at", "started_at",

@@ -104,3 +104,11 @@ def test_workers_prune_removes_gone_rows_only(runner_env, queue, db_url):
     assert "phantom" not in proc.stdout and "alive" in proc.stdout
     bad = runner(runner_env, "workers", "--prune", "--gone-minutes", "0")
     assert bad.returncode == 2
+
+
+def test_show_json_timestamps_are_iso_8601(runner_env, queue):
+    from datetime import datetime
+    job = queue.enqueue(prompt="a")
+    row = json.loads(runner(runner_env, "show", str(job["id"]), "--json").stdout)
+    for value in (row["created_at"], row["events"][0]["at"]):
+        assert "T" in value and datetime.fromisoformat(value).utcoffset() is not None, value
