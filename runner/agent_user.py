@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from dataclasses import dataclass
-from typing import Any
-
 from runner.errors import SettingsError
 
 
@@ -32,12 +31,29 @@ class AgentUser:
         """True when the agent runs under a uid other than the runner's."""
         return self.uid != os.geteuid()
 
-    def popen_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for subprocess.Popen/run that start a process as this user
-        (no supplementary groups: the runner's groups must not reach the agent)."""
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` to be started as this user, with none of the runner's privileges.
+
+        A non-root runner holds CAP_SETUID/SETGID/KILL/CHOWN as *ambient* capabilities, and
+        a plain setuid (subprocess's ``user=``) keeps them through exec: the agent could
+        setuid back to the runner. ``setpriv`` switches the uid and group, drops the
+        supplementary groups and clears the inheritable and ambient sets, so the agent's
+        program starts with no capability at all.
+        """
         if not self.isolated:
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+            return list(argv)
+        return [setpriv_path(), f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+                "--inh-caps=-all", "--ambient-caps=-all", "--", *argv]
+
+
+def setpriv_path() -> str:
+    """util-linux's setpriv, which the isolated agent is started through."""
+    found = shutil.which("setpriv") or next(
+        (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise SettingsError("RUNNER_AGENT_USER is set, but setpriv (util-linux) is not "
+                            "installed: the runner needs it to start the agent as that user")
+    return found
 
 
 def resolve(spec: str | None) -> AgentUser:

@@ -12,6 +12,7 @@ sessions of their own.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections import deque
@@ -64,9 +65,8 @@ def run_agent(
     with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
         try:
             proc = subprocess.Popen(
-                command.argv, cwd=command.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=out_fh, stderr=err_fh, start_new_session=True,
-                **(agent.popen_kwargs() if agent is not None else {}),
+                _as_agent(command.argv, env, agent), cwd=command.cwd, env=env,
+                stdin=subprocess.DEVNULL, stdout=out_fh, stderr=err_fh, start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise AgentNotFound(f"the agent's program {command.argv[0]!r} was not found "
@@ -157,3 +157,15 @@ def reclaim_home(job_dir: Path) -> None:
     home = job_dir / "home"
     if home.exists():
         hand_tree(home, os.geteuid(), os.getegid())
+
+
+def _as_agent(argv: list[str], env: dict[str, str], agent: AgentUser | None) -> list[str]:
+    """The argv that starts the agent as its own user (runner/agent_user.py). The program
+    is looked up first: behind setpriv a missing one would only be setpriv's exit 127."""
+    if agent is None or not agent.isolated:
+        return argv
+    program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if program is None:
+        raise AgentNotFound(f"the agent's program {argv[0]!r} was not found "
+                            f"(check the RUNNER_*_BIN settings and PATH)")
+    return agent.command([program, *argv[1:]])

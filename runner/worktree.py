@@ -234,9 +234,13 @@ def _remove_dir(path: Path) -> None:
         try:
             if not os.path.islink(parent):
                 os.chmod(parent, 0o700)
-            if func is os.rmdir and not os.path.islink(failed):
+            if func in (os.rmdir, os.open, os.scandir) and not os.path.islink(failed):
                 os.chmod(failed, 0o700)
-            func(failed)
+            if func in (os.open, os.scandir):
+                # A directory the agent made unreadable: opened up, it is removed whole.
+                shutil.rmtree(failed, onerror=retry_writable)
+            else:
+                func(failed)
         except FileNotFoundError:
             pass
 

@@ -84,11 +84,17 @@ def test_a_hostile_agent_under_its_own_uid_reads_no_runner_secret(db_url, runner
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert row["status"] == "succeeded", (row["status"], row["error"], proc.stdout[-3000:])
         found = json.loads(findings.read_text())
-        read = {k: v for k, v in found.items() if k != "own environment"}
+        read = {k: v for k, v in found.items()
+                if k not in ("own environment", "own capabilities", "became")}
         assert any(k.startswith("/proc/") for k in read)  # it did read what it may (its own)
         leaked = {k: c for k, v in read.items()
                   for c in (DB_CANARY, TOKEN_CANARY, KEY_CANARY) if c in v}
         assert leaked == {}
+        # It holds no capability at all: not the runner's setuid/kill/chown, so it cannot
+        # become the runner (or root) to read what its own uid may not.
+        assert "became" not in found, found.get("became")
+        caps = dict(line.split(":\t") for line in found["own capabilities"].splitlines())
+        assert all(int(caps[k], 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")), caps
         own = found["own environment"]
         assert not any(c in own for c in (DB_CANARY, TOKEN_CANARY, KEY_CANARY))
         # Nothing of the runner's directories was even listable.
