@@ -31,6 +31,8 @@ log = structlog.get_logger("runner.job")
 
 EXIT_OK, EXIT_FAILED, EXIT_TOKEN_EXPIRED, EXIT_USAGE_LIMIT, EXIT_STOPPED = 0, 1, 3, 4, 143
 _PAYLOAD_OMIT = {"claim_token"}
+# Runner-side faults on one job (each refunded) before it ends failed instead of looping.
+RUNNER_FAULT_LIMIT = 3
 
 
 class JobRun:
@@ -203,11 +205,28 @@ class JobRun:
             return EXIT_FAILED
 
     def _hand_back_safely(self, reason: str) -> None:
-        """Give the claim back with the attempt refunded; keep only the usage spent so far."""
+        """Give the claim back with the attempt refunded; keep only the usage spent so far.
+
+        A runner-side fault is not the job's, so it costs no attempt — but a job that makes
+        the runner fail every time would then loop for ever: after RUNNER_FAULT_LIMIT such
+        hand-backs it ends ``failed`` with the reason, and until then each one waits a
+        little longer, so that other jobs go first.
+        """
         state.set_last_error(self.settings.state_dir, reason)
         try:
+            faults = self.queue.runner_faults(self.claim.id)
+            if faults + 1 >= RUNNER_FAULT_LIMIT:
+                self._finish("failed", Outcome(Verdict.FAILED, result=_partial(self.reader), reason=(
+                    f"{reason} — the runner failed on this job {faults + 1} times, so it is not "
+                    f"tried again (a bug in the runner or something in this job's input; the job's "
+                    f"log has the details)")))
+                return
+            s = self.settings
+            delay = min(s.retry_backoff_seconds * 2 ** faults, s.retry_backoff_max_seconds)
+            run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
-                                      refund_attempt=True, result=_partial(self.reader) or None):
+                                      refund_attempt=True, result=_partial(self.reader) or None,
+                                      run_after=run_after, runner_fault=True):
                 log.warning("claim_lost_before_rollback")
         except Exception as exc:  # the lease runs out and the sweep hands the job back
             log.error("rollback_failed", error=str(exc))

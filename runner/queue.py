@@ -202,6 +202,10 @@ class Queue:
             detail=_jsonb({"reason": reason, **detail}),
         ))
 
+    def runner_faults(self, job_id: uuid.UUID) -> int:
+        """How many times the runner failed on this job and handed it back."""
+        return int(self._run("runner_faults", id=job_id)[0]["faults"])
+
     def prune_finished(self, days: float, limit: int = 1000) -> int:
         return len(self._run("prune_finished", days=days, limit=limit))
 

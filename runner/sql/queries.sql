@@ -243,3 +243,9 @@ LIMIT 10000;
 DELETE FROM workers
 WHERE last_seen_at < now() - make_interval(secs => %(older_than_seconds)s)
 RETURNING id;
+
+-- name: runner_faults
+-- How often the runner itself failed on this job and handed it back (attempt refunded):
+-- a job that crashes the runner every time must end, not loop for ever.
+SELECT count(*) AS faults FROM job_events
+WHERE job_id = %(id)s AND event = 'rolled_back' AND detail->>'runner_fault' = 'true';

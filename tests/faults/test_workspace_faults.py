@@ -183,6 +183,24 @@ def test_a_cache_dir_that_is_a_file_requeues_the_job_with_the_reason(runner_env,
     assert queue.get(job["id"])["status"] == "succeeded"
 
 
+def test_a_job_the_runner_fails_on_every_time_ends_failed_instead_of_looping(runner_env, queue, tmp_path):
+    """Runner-side faults cost the job no attempt, but one that makes the runner fail every
+    time must end: the third such hand-back records it failed, saying why."""
+    url = make_git_repo(tmp_path / "origin")
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a directory\n")
+    env = {**runner_env, "RUNNER_CACHE_DIR": str(cache), "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
+    job = queue.enqueue(prompt="p", repo_url=url, config=fake())
+    for _ in range(2):
+        assert run_one_job(env).returncode == 1
+        row = queue.get(job["id"])
+        assert (row["status"], row["attempts"]) == ("queued", 0), row
+    assert run_one_job(env).returncode == 1
+    row = queue.get(job["id"])
+    assert row["status"] == "failed", row
+    assert "the runner failed on this job 3 times, so it is not tried again" in row["error"]
+
+
 # -- the worktree deleted under a running agent ----------------------------------------
 
 def test_worktree_deleted_under_the_agent_is_retried_with_the_reason_then_succeeds(
