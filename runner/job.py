@@ -148,6 +148,12 @@ class JobRun:
             stopped[result.stop_reason].result.update(_partial(reader))
             return stopped[result.stop_reason]
         outcome = reader.outcome(result.output())
+        if outcome.verdict is not Verdict.SUCCEEDED and self.workspace is not None:
+            # The agent's own output lives on the same disk: when that disk is full, its
+            # "No space left on device" may never have been written, so say it here.
+            full = _disk_full_note(self.workspace.job_dir)
+            if full and outcome.reason and full not in outcome.reason:
+                outcome.reason = f"{outcome.reason} ({full})"
         if outcome.verdict is Verdict.SUCCEEDED and self.workspace is not None:
             question = _blocked_question(self.workspace.path)
             if question is not None:
@@ -298,3 +304,18 @@ def _blocked_question(workdir: Path) -> str | None:
         text = path.read_text(errors="replace").strip()
         return text[:10000] or "the agent wrote an empty BLOCKED.md"
     return None
+
+
+FULL_DISK_BYTES = 1 << 20  # below this much free space a disk counts as full
+
+
+def _disk_full_note(job_dir: Path) -> str | None:
+    """A sentence when the disk holding the job directory is (nearly) full, else None."""
+    try:
+        st = os.statvfs(job_dir)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= FULL_DISK_BYTES:
+        return None
+    return f"the disk holding the job directory is full: {free} bytes free"
