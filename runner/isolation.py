@@ -44,3 +44,24 @@ def check(agent: AgentUser, require: bool, state_dir: Path, worker_id: str) -> N
         stamp.touch()
     except OSError:
         pass
+
+
+# The runner's own folders, closed to the agent's uid; the job root only traversable, so
+# an agent reaches its own job directory by name but cannot list the others.
+PRIVATE_MODES = {"log_dir": 0o700, "state_dir": 0o700, "cache_dir": 0o700, "job_root": 0o711}
+
+
+def protect_dirs(settings) -> None:  # noqa: ANN001 - runner.settings.Settings
+    """With the agent under its own uid, make (or tighten) the runner's folders so that it
+    cannot read them, whatever mode an operator or an older version created them with."""
+    if not settings.agent.isolated:
+        return
+    for field, mode in PRIVATE_MODES.items():
+        path = Path(getattr(settings, field))
+        try:
+            path.mkdir(mode=mode, parents=True, exist_ok=True)
+            if path.stat().st_mode & 0o777 != mode:
+                path.chmod(mode)
+        except OSError as exc:
+            raise SettingsError(f"cannot make {path} private to the runner "
+                                f"(RUNNER_{field.upper()}): {exc.strerror}") from exc

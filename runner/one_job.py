@@ -38,6 +38,7 @@ def main() -> int:
         agent = settings.agent  # before anything is claimed: a bad user is a bad setting
         if not agent.isolated and settings.require_agent_isolation:
             isolation.check(agent, True, settings.state_dir, settings.worker_id)
+        isolation.protect_dirs(settings)
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -51,9 +51,9 @@ def test_a_hostile_agent_under_its_own_uid_reads_no_runner_secret(db_url, runner
             d.mkdir()
             os.chown(d, owner.pw_uid, owner.pw_gid)
             os.chmod(d, mode)
-        # The runner's directories as the container's entrypoint makes them (0700, the
-        # runner's); the job root only traversable, so the agent reaches its own job by name.
-        for sub, mode in (("jobs", 0o711), ("cache", 0o700), ("logs", 0o700), ("state", 0o700)):
+        # The runner's directories as an operator may have left them (open to all): the
+        # runner closes them itself at start (logs, state, cache 0700; the job root 0711).
+        for sub, mode in (("jobs", 0o755), ("cache", 0o755), ("logs", 0o755), ("state", 0o755)):
             (base / sub).mkdir(mode=mode)
             os.chmod(base / sub, mode)
             os.chown(base / sub, runner_user.pw_uid, runner_user.pw_gid)
@@ -100,6 +100,8 @@ def test_a_hostile_agent_under_its_own_uid_reads_no_runner_secret(db_url, runner
         # Nothing of the runner's directories was even listable.
         listed = [k for k in read for d in ("logs", "state", "cache") if k.startswith(str(base / d))]
         assert listed == []
+        assert {d: (base / d).stat().st_mode & 0o777 for d in ("jobs", "cache", "logs", "state")} \
+            == {"jobs": 0o711, "cache": 0o700, "logs": 0o700, "state": 0o700}
         assert str(home) not in read
     finally:
         shutil.rmtree(base, ignore_errors=True)
