@@ -264,10 +264,16 @@ def test_dockerfile_contract():
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
     assert all(line.split()[1] in ("${PYTHON_IMAGE}",) for line in re.findall(r"^FROM .*", text, re.M))
     assert re.search(r"^ARG CLAUDE_CODE_VERSION=\d+\.\d+\.\d+$", text, re.M)
-    assert '"@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}"' in text
+    assert 'fetch_claude.py \\\n        "${CLAUDE_CODE_VERSION}"' in text
+    # Node only on request, and then >= 22 (the CLI's package declares it); no Debian node/npm.
+    assert re.search(r"^ARG INSTALL_NODE=false$", text, re.M)
+    assert int(re.search(r"^ARG NODE_VERSION=(\d+)\.", text, re.M).group(1)) >= 22
+    assert not re.search(r"apt-get install[^&]*\b(nodejs|npm)\b", text)
     for env in ("DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "RUNNER_AGENT_RULES_FILE=/opt/agent/CLAUDE.md"):
         assert env in text
     assert "COPY CLAUDE.md /opt/agent/CLAUDE.md" in text
+    # The runner and the agent each have a user of their own.
+    assert re.search(r"useradd --uid \"\$\{RUNNER_UID\}\".* runner \\$", text, re.M)
     assert re.search(r"useradd --uid \"\$\{AGENT_UID\}\".* agent$", text, re.M)
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["runner", "health"\]', text, re.M)
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/opt/runner/bin/entrypoint.sh"]' in text
@@ -456,9 +462,9 @@ def test_entrypoint_full_start_with_fake_runner(sandbox):
     assert calls == ["fake-runner migrate"]
     assert f"pre-clone {repos[0]}: ok (cloned)" in res.stderr
     assert list((sandbox / "data" / "cache").glob("origin-*.git/HEAD"))
-    assert ("pre-clone https://git.example.com/broken.git: FAILED (exit 1): repository host "
+    assert ("pre-clone https://git.example.com/broken.git: FAILED: repository host "
             "'git.example.com' is not in RUNNER_ALLOWED_REPO_HOSTS") in res.stderr
-    assert "pre-clone https://***@github.com/a.git: FAILED (exit 1): repo_url must not contain credentials" in res.stderr
+    assert "pre-clone https://***@github.com/a.git: FAILED: repo_url must not contain credentials" in res.stderr
     assert "s3cret-pw" not in res.stdout + res.stderr
     assert "supervisor uid=" in res.stdout
     assert f"state={env['RUNNER_STATE_DIR']}" in res.stdout
