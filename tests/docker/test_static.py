@@ -145,7 +145,14 @@ def test_compose_scales_and_stops_gracefully():
     assert runner["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "ports" not in runner, "a published port clashes when scaled"
     assert runner["restart"] == "unless-stopped"
-    assert runner["env_file"] in (".env", [".env"])
+    assert runner["env_file"] in ("${RUNNER_ENV_FILE:-.env}", ["${RUNNER_ENV_FILE:-.env}"])
+    # Readable by docker-compose 1.29 too: it rejects a top-level `name:`.
+    assert set(compose) <= {"services", "volumes", "secrets", "networks"} | {k for k in compose if k.startswith("x-")}
+    # tini (root) must be able to signal the runner's uid: without KILL `docker stop` fails.
+    assert {"KILL", "SETUID", "SETGID", "CHOWN"} <= set(runner["cap_add"]) and runner["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in runner["security_opt"]
+    host = load_yaml(COMPOSE.with_name("docker-compose.host.yml"))["services"]["runner"]
+    assert host == {"build": {"network": "host"}, "network_mode": "host"}
     assert runner["build"]["context"] == ".."
     assert runner["build"]["dockerfile"] == "docker/Dockerfile"
     assert "init" not in runner or runner["init"] is False  # tini is PID 1 already
