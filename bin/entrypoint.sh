@@ -25,7 +25,7 @@ data_dirs=("$RUNNER_LOG_DIR" "$RUNNER_CACHE_DIR" "$RUNNER_JOB_ROOT" "${RUNNER_ST
 
 # ---------------------------------------------------------------- 1. privileges
 drop_privileges() {
-    local spec=$1 user=${1%%:*} group="" uid gid home groups d caps=-all
+    local spec=$1 user=${1%%:*} group="" uid gid home groups d caps=""
     shift
     [[ "$spec" == *:* ]] && group=${spec#*:}
     [[ "$user" =~ ^[0-9]+$ ]] && uid=$user || uid=$(id -u "$user" 2> /dev/null) || die "RUNNER_RUN_AS=$spec: no such user"
@@ -52,9 +52,10 @@ drop_privileges() {
     export HOME=$home RUNNER_ENTRYPOINT_DROPPED=1
     # The runner starts the agent as its own user (runner/agent_user.py): that takes these
     # four, as ambient capabilities of the non-root runner; the agent gets none of them.
-    [[ -z "${RUNNER_AGENT_USER:-}" ]] || caps=-all,+setuid,+setgid,+kill,+chown
-    log "dropping root: continuing as uid=$uid gid=$gid (HOME=$HOME, capabilities ${caps#-all})"
-    exec setpriv --reuid="$uid" --regid="$gid" "$groups" --inh-caps="$caps" --ambient-caps="$caps" -- "$BASH" "$SELF" "$@"
+    if [[ -n "${RUNNER_AGENT_USER:-}" ]]; then caps=+setuid,+setgid,+kill,+chown; fi
+    log "dropping root: continuing as uid=$uid gid=$gid (HOME=$HOME, capabilities: ${caps:-none})"
+    exec setpriv --reuid="$uid" --regid="$gid" "$groups" --inh-caps="-all${caps:+,$caps}" --ambient-caps="-all${caps:+,$caps}" \
+        -- "$BASH" "$SELF" "$@"
 }
 if [[ "$(id -u)" == "0" ]]; then
     [[ -z "${RUNNER_ENTRYPOINT_DROPPED:-}" ]] || die "still root after dropping privileges"
