@@ -74,24 +74,24 @@ container_id() {
     local id
     id=$(grep -o -m1 -E 'containers/[0-9a-f]{64}/' /proc/self/mountinfo 2> /dev/null) && echo "${id:11:12}"
 }
-if [[ -z "${RUNNER_WORKER_ID:-}" ]]; then
-    host=${HOSTNAME:-$(uname -n)} cid=$(container_id || true)
-    export RUNNER_WORKER_ID=$host${cid:+-$cid}
-    [[ "$host" != "$cid"* ]] || RUNNER_WORKER_ID=$host # bridge networking: the hostname is the id
+host=${HOSTNAME:-$(uname -n)} cid=$(container_id || true)
+if [[ -z "${RUNNER_WORKER_ID:-}" && -n "$cid" && "$host" != "$cid"* ]]; then
+    export RUNNER_WORKER_ID=$host-$cid # else the supervisor names itself <hostname>-<pid>
 fi
 if [[ -n "${RUNNER_STATE_SHARE:-}" && $# -eq 0 ]]; then
     # One folder per container on the shared mount; RUNNER_STATE_DIR (a fixed path, which the
     # HEALTHCHECK and `docker compose exec` also see) links to it.
-    target=$RUNNER_STATE_SHARE/${RUNNER_WORKER_ID//[^A-Za-z0-9._-]/_}
+    name=${RUNNER_WORKER_ID:-$host}
+    target=$RUNNER_STATE_SHARE/${name//[^A-Za-z0-9._-]/_}
     mkdir -p "$target"
     [[ ! -d "$RUNNER_STATE_DIR" || -L "$RUNNER_STATE_DIR" ]] || rmdir "$RUNNER_STATE_DIR" 2> /dev/null ||
         die "RUNNER_STATE_DIR=$RUNNER_STATE_DIR is a non-empty directory; with RUNNER_STATE_SHARE set it must be a free path"
     mkdir -p "$(dirname "$RUNNER_STATE_DIR")" 2> /dev/null || die "cannot create $(dirname "$RUNNER_STATE_DIR") as uid $(id -u)"
     ln -sfn "$target" "$RUNNER_STATE_DIR"
-    log "worker $RUNNER_WORKER_ID, state dir $RUNNER_STATE_DIR -> $target"
+    log "state dir $RUNNER_STATE_DIR -> $target"
 else
     mkdir -p "$RUNNER_STATE_DIR"
-    log "worker $RUNNER_WORKER_ID, state dir $RUNNER_STATE_DIR"
+    log "state dir $RUNNER_STATE_DIR"
 fi
 log "logs $RUNNER_LOG_DIR, cache $RUNNER_CACHE_DIR, jobs $RUNNER_JOB_ROOT"
 # Markers from a previous run (a recreated container may have a new token) are set aside.
