@@ -223,9 +223,9 @@ def stack(request, pg_admin_dsn):
         yield s
     finally:
         if s is not None:
-            for cid in s.containers() if s.compose("ps", "-q", check=False).returncode == 0 else []:
-                tail = s.logs(cid)[-4000:]
-                report(request, f"logs of {cid[:12]} (tail):\n{tail}") if request.session.testsfailed else None
+            if request.session.testsfailed:  # what the containers said, for the failure
+                for cid in s.compose("ps", "-q", check=False).stdout.split():
+                    report(request, f"logs of {cid[:12]} (tail):\n{s.logs(cid)[-4000:]}")
             s.compose("down", "--remove-orphans", "--timeout", str(GRACE_S), check=False)
             with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(s.dbname)))
@@ -341,7 +341,7 @@ def test_a_real_claude_cli_job_succeeds_against_the_loopback_api(stack):
     assert len(stack.api.message_requests) > before  # the CLI in the container called the host
 
 
-def test_docker_stop_mid_run_hands_the_job_back_and_a_restart_completes_it(stack):
+def test_docker_stop_mid_run_hands_the_job_back_and_a_restart_completes_it(stack, request):
     stack.responder["reply"] = slow_text(1200, 0.1)  # two minutes of streaming
     job_id = stack.enqueue("Tell a long story.", {"agent": "claude", "model": "claude-sonnet-4-5",
                                                   "permission_mode": "acceptEdits", "max_turns": 3})
@@ -351,8 +351,11 @@ def test_docker_stop_mid_run_hands_the_job_back_and_a_restart_completes_it(stack
     procs = container_processes(stack, stack.cid)
     pids = [p["pid"] for p in procs]
     assert any(p["cmd"].startswith("/usr/local/bin/claude") for p in procs), [p["cmd"] for p in procs]
+    started = time.monotonic()
     stop = stack.engine.docker("stop", "--time", str(GRACE_S), stack.cid, timeout=GRACE_S + 60)
     state = stack.inspect(stack.cid)["State"]
+    report(request, f"docker stop mid-run: exit {state['ExitCode']} after {time.monotonic() - started:.0f}s "
+                    f"(stop_grace_period {GRACE_S}s)")
     logs = stack.logs(stack.cid)
     # Ended by the SIGTERM path, not by Docker's SIGKILL at the end of the grace period (137).
     assert state["ExitCode"] in (0, 143) and not state["OOMKilled"], (state, logs[-3000:], stop.stderr)
