@@ -71,6 +71,16 @@ class Engine:
         except ChildProcessError:
             pass
         self.started_pid = None
+        if self.workdir is not None:
+            unmount_under(self.workdir)
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount what dockerd left mounted under ``path`` (its exec root's netns file)."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _alive(pid: int) -> bool:
@@ -283,6 +293,9 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "stop":
         pid = int((Path(argv[1]) / "dockerd.pid").read_text())
         os.kill(pid, signal.SIGTERM)
+        while _alive(pid):
+            time.sleep(0.2)
+        unmount_under(Path(argv[1]))
         return 0
     if len(argv) == 2 and argv[0] == "base-image":
         engine = find_or_start() if "DOCKER_HOST" not in os.environ else Engine(env=dict(os.environ))
