@@ -232,7 +232,9 @@ def stack(request, pg_admin_dsn):
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(s.role)))
         api.stop()
         if engine.started_pid is not None:
-            engine.docker("image", "prune", "--force", check=False)  # old builds' layers
+            # Old builds' layers, but not the build stages' caches of the last days (they are
+            # dangling too: no tagged image has them as parents).
+            engine.docker("image", "prune", "--force", "--filter", "until=72h", check=False)
         engine.stop()
         shutil.rmtree(work, ignore_errors=True)
 
