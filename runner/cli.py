@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from runner.errors import DatabaseUnavailable, RunnerError, SettingsError
 from runner import dburl
+from runner.tables import fmt as _fmt, table
 from runner.queue import Queue
 from runner.schema import JOB_STATUSES
 from runner.settings import Settings, load_settings
@@ -226,25 +227,9 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
 def _json_value(value: Any) -> str:
     # ISO 8601 (2026-12-02T04:28:24.900000+00:00) for timestamps; str() for uuids and the rest.
     return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    cells = [[_fmt(r.get(c)).replace("\n", " ")[:60] for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 @command("jobs")
@@ -361,11 +346,11 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("health")
 def _health(args: argparse.Namespace, settings: Settings) -> int:
-    from runner import health
+    from runner import health, healthserver
     if not args.serve:
         return health.check(settings)
     try:
-        return health.serve(settings)
+        return healthserver.serve(settings)
     except OSError as exc:
         where = f"{settings.health_bind}:{settings.health_port}"
         if exc.errno == errno.EADDRINUSE:

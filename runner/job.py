@@ -16,9 +16,10 @@ from typing import Any
 
 import structlog
 
-from runner import gates, logs, push, state, verify, worktree
+from runner import gates, logs, push, retry, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
+from runner.contract import Exit
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
 from runner.outcome import Outcome, Verdict
@@ -29,7 +30,8 @@ from runner.settings import Settings
 
 log = structlog.get_logger("runner.job")
 
-EXIT_OK, EXIT_FAILED, EXIT_TOKEN_EXPIRED, EXIT_USAGE_LIMIT, EXIT_STOPPED = 0, 1, 3, 4, 143
+EXIT_OK, EXIT_FAILED, EXIT_TOKEN_EXPIRED, EXIT_USAGE_LIMIT, EXIT_STOPPED = (
+    Exit.OK, Exit.FAILED, Exit.TOKEN_EXPIRED, Exit.USAGE_LIMIT, Exit.STOPPED)
 _PAYLOAD_OMIT = {"claim_token"}
 # Runner-side faults on one job (each refunded) before it ends failed instead of looping.
 RUNNER_FAULT_LIMIT = 3
@@ -228,7 +230,7 @@ class JobRun:
                     f"log has the details)")))
                 return
             s = self.settings
-            delay = min(s.retry_backoff_seconds * 2 ** faults, s.retry_backoff_max_seconds)
+            delay = retry.backoff(s.retry_backoff_seconds, s.retry_backoff_max_seconds, faults + 1)
             run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                       refund_attempt=True, result=_partial(self.reader) or None,
@@ -248,7 +250,7 @@ class JobRun:
             self._finish("failed", Outcome(Verdict.FAILED, reason=reason, result=outcome.result))
             return EXIT_OK
         s = self.settings
-        delay = min(s.retry_backoff_seconds * 2 ** (attempts - 1), s.retry_backoff_max_seconds)
+        delay = retry.backoff(s.retry_backoff_seconds, s.retry_backoff_max_seconds, attempts)
         run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
         self.queue.requeue(self.claim, event="retry_scheduled", reason=outcome.reason or "",
                            refund_attempt=False, run_after=run_after, result=outcome.result,

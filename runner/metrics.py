@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import structlog
 
 from runner import health, state
+from runner.clock import parse_time
 from runner.schema import JOB_STATUSES
 from runner.settings import Settings
 
@@ -122,7 +123,7 @@ def _state_metrics(exp: Exposition, settings: Settings) -> dict[str, Any]:
         ("usage_limit_reset_at", "runner_usage_limit_reset_timestamp_seconds",
          "When the agent's usage limit resets"),
     ):
-        when = health.parse_time(rep.get(key))
+        when = parse_time(rep.get(key))
         if when is not None:
             exp.gauge(name, help_text, when.timestamp())
     return rep
@@ -131,7 +132,7 @@ def _state_metrics(exp: Exposition, settings: Settings) -> dict[str, Any]:
 def _iteration_metrics(exp: Exposition, settings: Settings, now: datetime) -> None:
     since = now - timedelta(seconds=WINDOW_SECONDS)
     rows = [r for r in state.read_iterations(settings.state_dir)
-            if (health.parse_time(r.get("at")) or since) >= since]
+            if (parse_time(r.get("at")) or since) >= since]
     exp.family("runner_iteration_duration_seconds", "gauge",
                "Duration of this worker's iterations in the last hour (iterations.jsonl)",
                stats([float(r["seconds"]) for r in rows]))

@@ -25,7 +25,7 @@ from typing import Callable
 
 import structlog
 
-from runner.health import parse_time
+from runner.clock import parse_time
 from runner.secrets import RUNNER_OWN_SECRET_NAMES
 from runner.settings import Settings
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from runner.envtypes import Days, Hours, PositiveSeconds, Seconds
 from runner.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ def _packaged_rules() -> Path | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", frozen=True)
+    # Empty counts as unset: docker-compose's `VAR=` means "the default" (as for the supervisor).
+    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
 
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("DATABASE_URL", "RUNNER_DATABASE_URL"),
@@ -51,14 +54,14 @@ class Settings(BaseSettings):
     queues: CommaList = Field(default_factory=lambda: ["default"], min_length=1)
 
     lease_seconds: int = Field(default=300, ge=2, le=86400)
-    wait_seconds: float = Field(default=270, ge=0, le=86400)
-    poll_seconds: float = Field(default=5, gt=0, le=3600)
+    wait_seconds: Seconds = Field(default=270, le=86400)
+    poll_seconds: PositiveSeconds = Field(default=5, le=3600)
     job_timeout_seconds: int = Field(default=3600, ge=1)
-    kill_grace_seconds: float = Field(default=10, ge=0, le=600)
-    retry_backoff_seconds: float = Field(default=60, ge=0)
-    retry_backoff_max_seconds: float = Field(default=3600, ge=0)
+    kill_grace_seconds: Seconds = Field(default=10, le=600)
+    retry_backoff_seconds: Seconds = Field(default=60, le=30 * 86400)
+    retry_backoff_max_seconds: Seconds = Field(default=3600, le=30 * 86400)
     # Finished jobs older than this are deleted (0 keeps them for ever).
-    prune_after_days: float = Field(default=30, ge=0)
+    prune_after_days: Days = Field(default=30, le=100 * 365)
 
     job_root: Path = Path("data/jobs")
     cache_dir: Path = Path("data/cache")
@@ -99,13 +102,13 @@ class Settings(BaseSettings):
     # Operations (docs/operations.md): the health server and the quota gate.
     health_port: int = Field(default=8080, ge=0, le=65535)
     health_bind: str = "0.0.0.0"
-    health_stale_seconds: float = Field(default=120, gt=0)
+    health_stale_seconds: PositiveSeconds = 120
     quota_probe: str | None = None
-    quota_probe_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    quota_probe_timeout_seconds: PositiveSeconds = Field(default=30, le=600)
     min_quota_pct: float = Field(default=10, ge=0, le=100)
-    quota_max_wait_seconds: float = Field(default=3600, ge=0, le=7 * 86400)
+    quota_max_wait_seconds: Seconds = Field(default=3600, le=7 * 86400)
     # A usage-limit reset the agent's output names is believed only this far ahead.
-    max_usage_wait_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
+    max_usage_wait_seconds: PositiveSeconds = Field(default=6 * 3600, le=7 * 86400)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")
@@ -157,12 +160,12 @@ class Settings(BaseSettings):
 
     # -- git: cache, worktrees, push, verify (docs/git.md) --------------------------
     allow_http_loopback: bool = False  # plain http:// only to 127.0.0.1/::1/localhost (tests)
-    git_timeout_seconds: float = Field(default=1800, gt=0)
-    git_lock_timeout_seconds: float = Field(default=3600, gt=0)
+    git_timeout_seconds: PositiveSeconds = 1800
+    git_lock_timeout_seconds: PositiveSeconds = 3600
     git_retry_attempts: int = Field(default=3, ge=1, le=10)
-    git_retry_wait_seconds: float = Field(default=2, ge=0, le=300)
-    keep_failed_hours: float = Field(default=24, ge=0)
-    keep_branch_hours: float = Field(default=168, ge=0)
+    git_retry_wait_seconds: Seconds = Field(default=2, le=300)
+    keep_failed_hours: Hours = 24
+    keep_branch_hours: Hours = 168
     verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
 
 
@@ -246,5 +249,6 @@ def load_settings(*, database_optional: bool = False, **overrides: Any) -> Setti
                 lines.append(f"{name}: required but not set")
                 continue
             shown = "" if name in _SECRET_FIELDS else f" (got {error.get('input')!r})"
-            lines.append(f"{name}: {error['msg']}{shown}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

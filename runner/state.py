@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import secrets
+from runner.contract import StateFile
 
 
 def _write(path: Path, text: str) -> None:
@@ -28,7 +29,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-LAST_ERROR_FILE = "last_error"
+LAST_ERROR_FILE = StateFile.LAST_ERROR
 
 
 def set_last_error(state_dir: Path, message: str) -> None:
@@ -49,22 +50,22 @@ def read_last_error(state_dir: Path) -> str | None:
 
 
 def set_current_job(state_dir: Path, job_id: str) -> None:
-    _write(state_dir / "current_job", f"{job_id}\n")
+    _write(state_dir / StateFile.CURRENT_JOB, f"{job_id}\n")
 
 
 def clear_current_job(state_dir: Path) -> None:
-    (state_dir / "current_job").unlink(missing_ok=True)
+    (state_dir / StateFile.CURRENT_JOB).unlink(missing_ok=True)
 
 
 def set_usage_limit_reset(state_dir: Path, reset_at: datetime) -> None:
-    _write(state_dir / "usage_limit_reset_at", f"{int(reset_at.timestamp())}\n")
+    _write(state_dir / StateFile.USAGE_LIMIT_RESET, f"{int(reset_at.timestamp())}\n")
 
 
 # -- iteration durations, for `runner health --serve` /metrics ----------------------------
 # One JSON line per iteration in ``iterations.jsonl``: {"at", "seconds", "exit_code",
 # "job_id"}. Kept small: past _ITERATIONS_MAX_BYTES the older half is dropped.
 
-ITERATIONS_FILE = "iterations.jsonl"
+ITERATIONS_FILE = StateFile.ITERATIONS
 _ITERATIONS_MAX_BYTES = 256 * 1024
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 import psycopg
 
 from runner.errors import DatabaseUnavailable
+from runner.tables import table
 from runner.queue import Queue, connect
 from runner.schema import NOTIFY_CHANNEL
 from runner.settings import Settings
@@ -24,7 +25,6 @@ _CLEAR = "\x1b[H\x1b[2J"
 
 
 def frame(rows: list[dict], title: str) -> str:
-    from runner.cli import table
 
     for r in rows:
         r["tries"] = f"{r['attempts']}/{r['max_attempts']}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import health, metrics, state
+from runner import health, healthserver, metrics, state
 from runner.settings import load_settings
 from tests.conftest import REPO
 
@@ -158,7 +158,7 @@ def serve(tmp_path, monkeypatch):
         for key, value in {"RUNNER_STATE_DIR": str(tmp_path / "state"), "RUNNER_HEALTH_BIND": "127.0.0.1",
                            **env}.items():
             monkeypatch.setenv(key, value)
-        server = health.make_server(load_settings(database_optional=True), port=0)
+        server = healthserver.make_server(load_settings(database_optional=True), port=0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         base = f"http://127.0.0.1:{server.server_address[1]}"

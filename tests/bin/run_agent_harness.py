@@ -87,6 +87,8 @@ class Supervisor:
             "LANG": "C.UTF-8",
             "FAKE_DIR": str(self.fake_dir),
             "RUNNER_ITERATION_COMMAND": f"{sys.executable} {FAKE}",
+            # The supervisor's helper (runner.supervise) runs with the project's python.
+            "RUNNER_PYTHON": sys.executable,
             "RUNNER_LOG_DIR": str(self.log_dir),
             "RUNNER_STATE_DIR": str(self.state_dir),
             **FAST,

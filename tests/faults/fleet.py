@@ -92,6 +92,7 @@ class Worker:
             **env,
             **FAST_LOOP,
             "RUNNER_ITERATION_COMMAND": f"{sys.executable} -m runner.one_job",
+            "RUNNER_PYTHON": sys.executable,
             "RUNNER_WORKER_ID": name,
             "RUNNER_STATE_DIR": str(self.state_dir),
             "RUNNER_LOG_DIR": str(self.log_dir),
