@@ -58,6 +58,9 @@ trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
 trap 'on_signal HUP' HUP
 trap on_exit EXIT
+# With stderr a pipe whose reader has gone (`run-agent.sh | tee`, then Ctrl-C), a log line
+# must fail quietly, not kill the supervisor before it has stopped cleanly.
+trap '' PIPE
 
 stopping() { [[ -n $STOP_SIGNAL ]]; }
 
@@ -112,7 +115,8 @@ greet() {
 # run_iteration RUN_LOG -> RC
 run_iteration() {
     export RUNNER_RUN_LOG=$1
-    command -- "${CMD[@]}" </dev/null >>"$RUNNER_RUN_LOG" 2>&1 {TO_HELPER}>&- {FROM_HELPER}<&- {NAPFD}<&- &
+    # (The iteration gets SIGPIPE back at its default; the subshell execs, so no extra process.)
+    (trap - PIPE && exec -- "${CMD[@]}") </dev/null >>"$RUNNER_RUN_LOG" 2>&1 {TO_HELPER}>&- {FROM_HELPER}<&- {NAPFD}<&- &
     CHILD=$!
     # A signal that came between the last check and $! being known is passed on here.
     if stopping; then kill -TERM "$CHILD" 2>/dev/null; fi

@@ -24,6 +24,7 @@ class JobStatus(StrEnum):
     """``jobs.status``: the row's life (DESIGN.md)."""
 
     QUEUED = "queued"
+    CLAIMED = "claimed"  # claimed, the agent not started yet
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -31,11 +32,13 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+JOB_STATUSES = tuple(s.value for s in JobStatus)
+# A worker holds a job in these states (under a lease).
+ACTIVE = (JobStatus.CLAIMED, JobStatus.RUNNING)
 # A job in one of these states is done: nothing claims it again by itself.
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.BLOCKED,
-                      JobStatus.CANCELLED})
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED)
 # Work of a job that ended this way stays on disk for a person to look at.
-KEPT_FOR_INSPECTION = frozenset({JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED})
+KEPT_FOR_INSPECTION = (JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED)
 
 
 class SupervisorStatus(StrEnum):

@@ -73,6 +73,9 @@ def report(state_dir: Path, stale_seconds: float, now: datetime | None = None) -
                 reasons.append(f"state.json was last updated {age:.0f} s ago (more than "
                                f"{stale_seconds:g} s): the supervisor is stuck or gone")
 
+    if state.get("status") in (SupervisorStatus.STOPPED, SupervisorStatus.STOPPING):
+        # A supervisor that stopped (or is stopping) claims nothing, however fresh its file.
+        reasons.append(f"the supervisor is {state['status']} (pid {state.get('supervisor_pid')})")
     markers = read_markers(state_dir)
     for name, text in markers.items():
         reasons.append(f"{name}: {text}" if text else name)

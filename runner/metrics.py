@@ -97,8 +97,9 @@ def stats(values: list[float]) -> list[tuple[dict[str, str], float]]:
 def _state_metrics(exp: Exposition, settings: Settings) -> dict[str, Any]:
     rep = health.report(settings.state_dir, settings.health_stale_seconds)
     present = "updated_at" in rep
-    exp.gauge("runner_up", "1 when the supervisor's state.json is present and fresh",
-              int(present and not rep["stale"]))
+    stopped = rep.get("status") in ("stopped", "stopping")
+    exp.gauge("runner_up", "1 when the supervisor's state.json is present and fresh and it "
+              "has not stopped", int(present and not rep["stale"] and not stopped))
     exp.gauge("runner_healthy", "1 when `runner health` would exit 0", int(rep["healthy"]))
     status = rep.get("status")
     known = status in health.SUPERVISOR_STATUSES

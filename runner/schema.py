@@ -13,11 +13,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from runner.contract import ACTIVE, FINISHED, JOB_STATUSES
 from runner.queue import NOTIFY_CHANNEL  # noqa: F401 - part of the contract
 
-JOB_STATUSES = ("queued", "claimed", "running", "succeeded", "failed", "blocked", "cancelled")
-ACTIVE_STATUSES = ("claimed", "running")
-FINAL_STATUSES = ("succeeded", "failed", "blocked", "cancelled")
+ACTIVE_STATUSES = tuple(s.value for s in ACTIVE)
+FINAL_STATUSES = tuple(s.value for s in FINISHED)
 
 metadata = MetaData()
 

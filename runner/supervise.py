@@ -44,7 +44,10 @@ EXIT_ON_SIGNAL = {"INT": 130, "HUP": 129, "TERM": 143}
 
 def log(message: str) -> None:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{now} run-agent: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"{now} run-agent: {message}", file=sys.stderr, flush=True)
+    except OSError:  # stderr was a pipe whose reader is gone (`| tee`, then Ctrl-C)
+        pass
 
 
 def iso(epoch: float | None) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from runner import repo_cache
+from runner.contract import KEPT_FOR_INSPECTION
 from runner.gitcmd import git
 from runner.queue import Queue
 from runner.settings import Settings
@@ -30,7 +31,7 @@ from runner.worktree import _remove_dir
 log = structlog.get_logger("runner.sweep")
 
 ACTIVE = ("claimed", "running")
-KEPT = ("failed", "blocked", "cancelled")
+KEPT = tuple(s.value for s in KEPT_FOR_INSPECTION)
 
 
 def sweep(queue: Queue, settings: Settings) -> dict[str, list[str]]:

@@ -483,3 +483,35 @@ def test_shellcheck_is_clean():
     scripts = sorted(str(p) for p in SCRIPT.parent.glob("*.sh"))
     result = subprocess.run([shellcheck, "-S", "style", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the truth after a stop ----------------------------------------------------------------
+
+
+def test_ctrl_c_in_a_tee_pipeline_still_stops_cleanly(sup, tmp_path):
+    # `bin/run-agent.sh | tee run.log`, then Ctrl-C: tee dies first, and every later log
+    # line of the supervisor goes into a pipe without a reader.
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              start_new_session=True)
+    env = sup.env()
+    (sup.fake_dir / "plan.json").write_text(json.dumps([{"job": "j1", "hold": True}]))
+    sup.proc = subprocess.Popen([str(SCRIPT)], cwd=sup.root, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=reader.stdin,
+                                start_new_session=True)
+    sup.wait_holding(1)
+    reader.kill()
+    reader.wait()
+    os.killpg(sup.proc.pid, signal.SIGINT)
+    assert sup.proc.wait(timeout=10) == 130
+    assert sup.state()["status"] == "stopped"
+
+
+def test_health_is_false_after_a_clean_stop(sup):
+    from runner import health
+
+    sup.start([{"job": "j1", "hold": True}])
+    sup.wait_holding(1)
+    assert health.report(sup.state_dir, 120)["healthy"] is True
+    assert sup.stop() == 143
+    rep = health.report(sup.state_dir, 120)
+    assert rep["healthy"] is False and any("stopped" in r for r in rep["reasons"])
