@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from runner import push, verify
-from runner.outcome import Outcome, Verdict
+from runner.outcome import Outcome, StopReason, Verdict, stopped
 from runner.settings import Settings
 from runner.worktree import Workspace
 
@@ -40,8 +40,5 @@ def after_success(outcome: Outcome, ws: Workspace, settings: Settings, checks: v
 
 
 def _stopped(reason: str) -> Outcome:
-    if reason == "lease_lost":
-        return Outcome(Verdict.LEASE_LOST, reason="the claim was lost during verify")
-    if reason == "cancelled":
-        return Outcome(Verdict.CANCELLED, reason="cancelled by an operator during verify")
-    return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped during verify")
+    known = reason in set(StopReason)
+    return stopped(StopReason(reason) if known else StopReason.SHUTDOWN, during=" during verify")

@@ -13,6 +13,7 @@ import time
 import structlog
 
 from runner.errors import DatabaseUnavailable
+from runner.outcome import StopReason
 from runner.queue import Claim, Queue
 
 log = structlog.get_logger("runner.heartbeat")
@@ -45,9 +46,9 @@ class Heartbeat:
 
     def stop_reason(self) -> str | None:
         if self.lost.is_set():
-            return "lease_lost"
+            return StopReason.LEASE_LOST
         if self.cancel_requested.is_set():
-            return "cancelled"
+            return StopReason.CANCELLED
         return None
 
     def _run(self) -> None:

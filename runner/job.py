@@ -19,10 +19,10 @@ import structlog
 from runner import gates, logs, push, retry, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
-from runner.contract import Exit
+from runner.contract import KEPT_FOR_INSPECTION, Exit
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
-from runner.outcome import Outcome, Verdict
+from runner.outcome import ENDINGS, Action, Outcome, StopReason, Verdict, stopped
 from runner.process import ProcessResult, run_agent
 from runner.prompts import build_prompt
 from runner.queue import Claim, Queue, TooDeep
@@ -30,8 +30,6 @@ from runner.settings import Settings
 
 log = structlog.get_logger("runner.job")
 
-EXIT_OK, EXIT_FAILED, EXIT_TOKEN_EXPIRED, EXIT_USAGE_LIMIT, EXIT_STOPPED = (
-    Exit.OK, Exit.FAILED, Exit.TOKEN_EXPIRED, Exit.USAGE_LIMIT, Exit.STOPPED)
 _PAYLOAD_OMIT = {"claim_token"}
 # Runner-side faults on one job (each refunded) before it ends failed instead of looping.
 RUNNER_FAULT_LIMIT = 3
@@ -61,12 +59,12 @@ class JobRun:
             except IterationError as exc:
                 log.error("iteration_failed_with_job", error=str(exc))
                 self._hand_back(str(exc), refund=True)
-                return EXIT_FAILED
+                return Exit.FAILED
             except Exception as exc:
                 log.exception("job_crashed_runner")
                 # A runner-side fault: the attempt is refunded, and exit 1 backs the worker off.
                 self._hand_back_safely(f"the runner failed while running the job: {exc}")
-                return EXIT_FAILED
+                return Exit.FAILED
             return self._record(outcome)
         finally:
             self._cleanup()
@@ -107,11 +105,11 @@ class JobRun:
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:
 
-            def should_stop() -> str | None:
+            def should_stop() -> StopReason | None:
                 if self.stop.is_set():
-                    return "shutdown"
+                    return StopReason.SHUTDOWN
                 return heartbeat.stop_reason() or (
-                    "timeout" if time.monotonic() >= deadline else None)
+                    StopReason.TIMEOUT if time.monotonic() >= deadline else None)
 
             state_dir = self.settings.state_dir
             try:
@@ -131,24 +129,19 @@ class JobRun:
                 outcome = gates.after_success(
                     outcome, self.workspace, self.settings, checks, do_push, command.env,
                     self.sink.write_line,
-                    lambda: "shutdown" if self.stop.is_set() else heartbeat.stop_reason())
+                    lambda: StopReason.SHUTDOWN if self.stop.is_set() else heartbeat.stop_reason())
         if outcome.verdict in (Verdict.SUCCEEDED, Verdict.BLOCKED, Verdict.FAILED, Verdict.RETRY):
             outcome.result.setdefault("commits", worktree.commits(self.workspace, self.settings))
         return outcome
 
     def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
-        stopped = {
-            "shutdown": Outcome(Verdict.SHUTDOWN, reason="the runner was stopped (SIGTERM/SIGINT)"),
-            "lease_lost": Outcome(Verdict.LEASE_LOST, reason="the claim was lost"),
-            "cancelled": Outcome(Verdict.CANCELLED, reason="cancelled by an operator"),
-            "timeout": Outcome(Verdict.RETRY, reason=f"timed out after {timeout} s"),
-        }
         if result.early is not None:
             return result.early
-        if result.stop_reason in stopped:
+        if result.stop_reason is not None:
+            outcome = stopped(result.stop_reason, timeout=timeout)
             # What was spent before the stop is recorded too (usage added up from the stream).
-            stopped[result.stop_reason].result.update(_partial(reader))
-            return stopped[result.stop_reason]
+            outcome.result.update(_partial(reader))
+            return outcome
         outcome = reader.outcome(result.output())
         if outcome.verdict is not Verdict.SUCCEEDED and self.workspace is not None:
             # The agent's own output lives on the same disk: when that disk is full, its
@@ -181,36 +174,31 @@ class JobRun:
                                         getattr(self, "agent_env", {}),
                                         self.settings.max_usage_wait_seconds)
         v = outcome.verdict
+        ending = ENDINGS[v]  # what each verdict writes, refunds and exits with: one table
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
         try:
-            if v in (Verdict.SUCCEEDED, Verdict.BLOCKED, Verdict.FAILED, Verdict.CANCELLED):
+            if ending.action is Action.FINISH:
                 self._finish(v.value, outcome)
-                return EXIT_OK
-            if v is Verdict.RETRY:
-                return self._retry_or_fail(outcome)
-            if v is Verdict.LEASE_LOST:
+            elif ending.action is Action.RETRY:
+                self._retry_or_fail(outcome)
+            elif ending.action is Action.NOTHING:
                 log.warning("claim_lost_nothing_written")
-                return EXIT_OK
-            if v is Verdict.TOKEN_EXPIRED:
-                self._hand_back(outcome.reason or "credentials rejected", refund=True,
-                                result=outcome.result)
-                return EXIT_TOKEN_EXPIRED
-            if v is Verdict.USAGE_LIMIT:
-                reset = outcome.reset_at or datetime.now(timezone.utc) + timedelta(hours=1)
-                self._hand_back(outcome.reason or "usage limit reached", refund=True, run_after=reset,
-                                result=outcome.result)
-                state.set_usage_limit_reset(self.settings.state_dir, reset)
-                return EXIT_USAGE_LIMIT
-            self._hand_back(outcome.reason or "stopped", refund=True, result=outcome.result)
-            return EXIT_STOPPED
+            else:
+                run_after = None
+                if v is Verdict.USAGE_LIMIT:
+                    run_after = outcome.reset_at or datetime.now(timezone.utc) + timedelta(hours=1)
+                    state.set_usage_limit_reset(self.settings.state_dir, run_after)
+                self._hand_back(outcome.reason or v.value.replace("_", " "), refund=ending.refund,
+                                run_after=run_after, result=outcome.result)
+            return ending.exit
         except DatabaseWriteFailed as exc:
             log.error("outcome_not_recorded", error=str(exc))
             self._hand_back_safely(f"the runner could not record the outcome: {exc}")
-            return EXIT_FAILED
+            return Exit.FAILED
         except DatabaseUnavailable as exc:
             # The lease will expire and another iteration will requeue the job.
             log.error("outcome_not_recorded", error=str(exc))
-            return EXIT_FAILED
+            return Exit.FAILED
 
     def _hand_back_safely(self, reason: str) -> None:
         """Give the claim back with the attempt refunded; keep only the usage spent so far.
@@ -243,12 +231,12 @@ class JobRun:
         if not self.queue.finish(self.claim, status, result=outcome.result, error=outcome.error):
             log.warning("claim_lost_before_finish", status=status)
 
-    def _retry_or_fail(self, outcome: Outcome) -> int:
+    def _retry_or_fail(self, outcome: Outcome) -> None:
         attempts, max_attempts = self.job["attempts"], self.job["max_attempts"]
         if attempts >= max_attempts:
             reason = f"{outcome.reason} (attempt {attempts} of {max_attempts}; no attempts left)"
             self._finish("failed", Outcome(Verdict.FAILED, reason=reason, result=outcome.result))
-            return EXIT_OK
+            return
         s = self.settings
         delay = retry.backoff(s.retry_backoff_seconds, s.retry_backoff_max_seconds, attempts)
         run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
@@ -257,7 +245,6 @@ class JobRun:
                            backoff_seconds=delay)
         log.info("retry_scheduled", attempt=attempts, max_attempts=max_attempts,
                  backoff_seconds=delay)
-        return EXIT_OK
 
     def _hand_back(self, reason: str, *, refund: bool, run_after: datetime | None = None,
                    result: dict[str, Any] | None = None) -> None:
@@ -280,7 +267,7 @@ class JobRun:
         except DatabaseUnavailable:
             pass
         # Failed, blocked and cancelled work stays for a person to inspect.
-        keep = row is not None and row["status"] in ("failed", "blocked", "cancelled") \
+        keep = row is not None and row["status"] in KEPT_FOR_INSPECTION \
             and row.get("claimed_by") == self.settings.worker_id
         if not keep:
             worktree.remove(ws, self.settings)

@@ -18,7 +18,8 @@ import structlog
 
 from runner import isolation, logs, quota, state
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
-from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
+from runner.contract import Exit
+from runner.job import JobRun
 from runner.listen import Listener, wait_and_claim
 from runner.queue import Claim, Queue
 from runner.reconcile import end_orphaned_agent, reconcile
@@ -33,7 +34,7 @@ def main() -> int:
         settings = load_settings()
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     try:
         agent = settings.agent  # before anything is claimed: a bad user is a bad setting
         if not agent.isolated and settings.require_agent_isolation:
@@ -41,22 +42,22 @@ def main() -> int:
         isolation.protect_dirs(settings)
     except SettingsError as exc:
         print(f"runner: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     _not_dumpable()
     sink, run_log = logs.setup(settings)
     isolation.check(agent, False, settings.state_dir, settings.worker_id)
     stop = _stop_on_signals()
     logs.bind(worker_id=settings.worker_id)
-    started, code = time.monotonic(), EXIT_FAILED
+    started, code = time.monotonic(), Exit.FAILED
     try:
         code = iterate(settings, sink, run_log, stop)
         return code
     except IterationError as exc:
         log.error("iteration_failed", error=str(exc))
-        return EXIT_FAILED
+        return Exit.FAILED
     except Exception:
         log.exception("iteration_crashed")
-        return EXIT_FAILED
+        return Exit.FAILED
     finally:
         _record_iteration(settings, time.monotonic() - started, code)
         sink.close()
@@ -70,12 +71,12 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)
         if not quota.gate(settings, stop, lambda: queue.worker_seen("quota_wait", queues=settings.queues)):
-            return EXIT_STOPPED
+            return Exit.STOPPED
         claim = claim_or_wait(queue, settings, stop)
         if claim is None:
             queue.worker_seen("idle", queues=settings.queues)
             log.info("no_job", waited_seconds=settings.wait_seconds, stopped=stop.is_set())
-            return EXIT_STOPPED if stop.is_set() else EXIT_OK
+            return Exit.STOPPED if stop.is_set() else Exit.OK
         queue.worker_seen("running", current_job=claim.id, queues=settings.queues)
         code = JobRun(settings, queue, claim, sink, run_log, stop).run()
         queue.worker_seen("idle", queues=settings.queues)

@@ -24,7 +24,7 @@ from runner.agent_output import Follower
 from runner.agent_user import AgentUser
 from runner.agents.base import AgentCommand, RunOutput, StreamReader
 from runner.errors import AgentNotFound
-from runner.outcome import EarlyStop, Outcome
+from runner.outcome import EarlyStop, Outcome, StopReason
 from runner.procgroup import group_members, kill_attempt, kill_group, terminate  # noqa: F401
 
 _POLL_SECONDS = 0.05
@@ -94,7 +94,7 @@ def run_agent(
         try:
             reader.feed(stream, line)
         except EarlyStop as stop:
-            early, stop_reason = stop.outcome, stop.outcome.verdict.value
+            early, stop_reason = stop.outcome, StopReason.EARLY
             stop_attempt()
 
     try:
