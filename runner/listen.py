@@ -67,6 +67,21 @@ class Listener:
         return data.get("status") == "queued" and data.get("queue") in self.queues
 
 
+class Poller(Listener):
+    """No LISTEN connection at all (a transaction-mode pooler and no direct URL): the
+    wait is the poll interval, so a job is seen within RUNNER_POLL_SECONDS."""
+
+    def __init__(self, worker_id: str, queues: list[str]) -> None:
+        super().__init__("", worker_id, queues)
+
+    def open(self) -> None:
+        pass
+
+    def wait(self, seconds: float) -> bool:
+        time.sleep(max(seconds, 0.0))
+        return False
+
+
 def wait_and_claim(
     claim: Callable[[], T | None], listener: Listener, *, wait_seconds: float,
     poll_seconds: float, stop: threading.Event,

@@ -20,7 +20,7 @@ from runner import isolation, logs, quota, state
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
-from runner.listen import Listener, wait_and_claim
+from runner.listen import Listener, Poller, wait_and_claim
 from runner.queue import Claim, Queue
 from runner.reconcile import end_orphaned_agent, reconcile
 from runner.sweep import sweep
@@ -111,10 +111,30 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
                 log.warning("expired_leases_requeued", jobs=[str(j) for j in requeued])
         return queue.claim(settings.queues, settings.lease_seconds)
 
-    listener = Listener(settings.dsn, settings.worker_id, settings.queues)
+    listener: Listener
+    if settings.listen_dsn is None:
+        _say_once_polling(settings)
+        listener = Poller(settings.worker_id, settings.queues)
+    else:
+        listener = Listener(settings.listen_dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop,
                           presence=lambda: _presence(queue))
+
+
+def _say_once_polling(settings: Settings) -> None:
+    """Once per worker (a stamp in the state dir), not every iteration."""
+    stamp = settings.state_dir / "said_polling"
+    if stamp.exists():
+        return
+    log.warning("listen_unavailable_polling", poll_seconds=settings.poll_seconds, why=(
+        "DATABASE_URL goes through a transaction-mode connection pooler, where LISTEN/NOTIFY "
+        "does not work; new jobs are seen by polling every RUNNER_POLL_SECONDS. Set "
+        "RUNNER_LISTEN_DATABASE_URL to a direct (unpooled) URL to be woken at once"))
+    try:
+        stamp.touch()
+    except OSError:
+        pass
 
 
 def _presence(queue: Queue) -> None:

@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 
-from runner import __version__, secrets
+from runner import __version__, pooler, secrets
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
@@ -71,7 +71,8 @@ def connect(dsn: str, purpose: str, worker_id: str = "", *, connect_timeout: int
     try:
         conn = psycopg.connect(
             dsn, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout,
-            application_name=f"runner:{purpose}:{worker_id}"[:63], **options,
+            application_name=f"runner:{purpose}:{worker_id}"[:63],
+            **{**pooler.connect_options(dsn), **options},
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"the database cannot be reached: {_one_line(exc)}") from exc

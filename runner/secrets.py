@@ -31,14 +31,15 @@ TEXT_CAP = 64 * 1024  # summary, error and every other string stored in a row
 # Environment variables whose values are secrets the runner may hold. The database URL's
 # password is taken out of the URL as well (see secret_values).
 SECRET_ENV_NAMES = (
-    "DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_GIT_TOKEN",
+    "DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN",
     "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
     "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
 )
 
 # The runner's own secrets, which no child process gets (the agent's credentials go to
 # the agent and to a quota probe; these never do).
-RUNNER_OWN_SECRET_NAMES = ("DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_GIT_TOKEN")
+RUNNER_OWN_SECRET_NAMES = ("DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL",
+                           "RUNNER_GIT_TOKEN")
 
 # Token shapes redacted wherever they appear, whether or not the runner holds them.
 _SHAPES = [
@@ -61,10 +62,14 @@ def secret_values(settings: "Settings | None" = None, env: dict[str, str] | None
     """The values of every secret the runner holds (settings first, then the environment)."""
     env = os.environ if env is None else env
     values: list[str] = [env.get(name, "") for name in SECRET_ENV_NAMES]
-    urls = [env.get("DATABASE_URL", ""), env.get("RUNNER_DATABASE_URL", "")]
+    urls = [env.get("DATABASE_URL", ""), env.get("RUNNER_DATABASE_URL", ""),
+            env.get("RUNNER_LISTEN_DATABASE_URL", "")]
     if settings is not None:
         urls.append(settings.database_url.get_secret_value())
         values.append(urls[-1])
+        if settings.listen_database_url is not None:
+            urls.append(settings.listen_database_url.get_secret_value())
+            values.append(urls[-1])
         if settings.git_token is not None:
             values.append(settings.git_token.get_secret_value())
         for key in ("anthropic_api_key", "claude_code_oauth_token", "openai_api_key",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from runner import pooler
 from runner.envtypes import Days, Hours, PositiveSeconds, Seconds
 from runner.errors import SettingsError
 
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "RUNNER_DATABASE_URL"),
         description="PostgreSQL URL, e.g. postgresql://user:pass@host:5432/db",
     )
+    # A direct (not pooled) URL for LISTEN, when DATABASE_URL goes through a pooler.
+    listen_database_url: SecretStr | None = None
+    # auto: a transaction-mode pooler is assumed on port 6432 or a host named *pooler* /
+    # *pgbouncer*; transaction: no prepared statements, LISTEN only on the direct URL.
+    database_pooler: Literal["auto", "none", "transaction", "session"] = "auto"
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
     queues: CommaList = Field(default_factory=lambda: ["default"], min_length=1)
 
@@ -158,6 +164,14 @@ class Settings(BaseSettings):
         """The database URL in the form libpq understands (SQLAlchemy's prefix removed)."""
         return libpq_dsn(self.database_url.get_secret_value())
 
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where to LISTEN: the direct URL when given, else the database URL — unless that
+        goes through a transaction-mode pooler, where a NOTIFY never arrives (None: poll)."""
+        if self.listen_database_url is not None and self.listen_database_url.get_secret_value():
+            return libpq_dsn(self.listen_database_url.get_secret_value())
+        return None if pooler.transaction_mode(self.dsn, self.database_pooler) else self.dsn
+
     # -- git: cache, worktrees, push, verify (docs/git.md) --------------------------
     allow_http_loopback: bool = False  # plain http:// only to 127.0.0.1/::1/localhost (tests)
     git_timeout_seconds: PositiveSeconds = 1800
@@ -190,10 +204,10 @@ def _env_name(field: str) -> str:
     return field if field.startswith("RUNNER_") else "RUNNER_" + field.upper()
 
 
-_SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN"}
+_SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN", "RUNNER_LISTEN_DATABASE_URL"}
 
 # Secrets that may also come from a file named by NAME_FILE (the Docker secrets convention).
-SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_GIT_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                         "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY",
                         "GEMINI_API_KEY", "GOOGLE_API_KEY")
 

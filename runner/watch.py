@@ -42,8 +42,9 @@ def watch_jobs(settings: Settings, *, status: str | None = None, queue: str | No
             try:
                 if q is None:
                     q = Queue.open(settings.dsn, f"cli:{settings.worker_id}", "watch")
-                    listen = connect(settings.dsn, "watch-listen")
-                    listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if settings.listen_dsn is not None:  # else (behind a pooler): redraw on a timer
+                        listen = connect(settings.listen_dsn, "watch-listen")
+                        listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 rows = q.list(status=status, queue=queue, limit=limit)
                 title = (f"runner jobs --watch  {datetime.now():%H:%M:%S}  "
                          f"({len(rows)} shown; Ctrl-C to stop)")
@@ -69,8 +70,10 @@ def watch_jobs(settings: Settings, *, status: str | None = None, queue: str | No
 def _wait_for_change(listen: psycopg.Connection | None, drawn: float) -> None:
     """Until a notification (no sooner than MIN_REDRAW_SECONDS after the last frame) or
     REFRESH_SECONDS have passed."""
-    assert listen is not None
     deadline = drawn + REFRESH_SECONDS
+    if listen is None:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

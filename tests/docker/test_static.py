@@ -223,9 +223,14 @@ def test_env_example_covers_every_runner_setting_with_its_default():
                 defaults[name] = None
         else:
             defaults[name] = info.default
-    supervisor = (ROOT / "bin" / "run-agent.sh").read_text()
-    for name, value in re.findall(r"parse_(?:thousandths|count) (RUNNER_[A-Z0-9_]+) ([0-9.]+)", supervisor):
-        defaults[name] = value
+    from runner.supervise_settings import SupervisorSettings
+
+    for field, info in SupervisorSettings.model_fields.items():
+        name = f"RUNNER_{field.upper()}"
+        if name in NOT_FOR_OPERATORS or name in defaults or info.default_factory is not None:
+            continue
+        if isinstance(info.default, (int, float)):
+            defaults[name] = info.default
     missing = sorted(set(defaults) - set(shown))
     assert not missing, f"settings not in .env.example: {missing}"
 
