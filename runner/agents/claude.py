@@ -66,7 +66,11 @@ class ClaudeAgent(Agent):
         if effort := check.choice(config, "effort", EFFORTS):
             argv += ["--effort", effort]
         if rules := check.rules_text(settings):
-            argv.append(f"--append-system-prompt={rules}")
+            # By file, not in argv: a command line is visible to every process (ps).
+            path = ctx.job_dir / "agent-rules.md"
+            path.write_text(rules, encoding="utf-8")
+            path.chmod(0o644)  # the agent's own uid reads it
+            argv += ["--append-system-prompt-file", str(path)]
         # The prompt is a positional argument: after "--" a prompt that starts with '-'
         # is still the prompt (without it the CLI says "unknown option").
         argv += ["--", ctx.prompt]

@@ -33,8 +33,11 @@ def test_claude_argv_from_every_key(make_settings, make_ctx) -> None:
         "--model", "claude-sonnet-4-5", "--permission-mode", "acceptEdits",
         "--allowedTools", "Write", "Bash(git diff:*)", "mcp__github__create_issue",
         "--disallowedTools", "WebFetch", "--strict-mcp-config", "--max-turns", "12",
-        "--effort", "high", f"--append-system-prompt={rules}", "--", "Fix the bug.",
+        "--effort", "high", "--append-system-prompt-file", str(ctx.job_dir / "agent-rules.md"),
+        "--", "Fix the bug.",
     ]
+    assert (ctx.job_dir / "agent-rules.md").read_text() == rules
+    assert not any(rules in a for a in cmd.argv), "the rules are not on the command line"
     assert cmd.cwd == ctx.workdir
 
 
@@ -224,9 +227,9 @@ def test_argv_never_carries_a_job_value_as_an_option(make_settings, make_ctx) ->
     """Each job value sits after its option, after '--', or inside '--prompt='."""
     cmd, _ = _command(make_settings, make_ctx, FULL, prompt="-rf /")
     assert cmd.argv[-2:] == ["--", "-rf /"]
-    assert not any(a.startswith("-") and a not in _KNOWN for a in cmd.argv[1:-1]
-                   if not a.startswith("--append-system-prompt="))
+    assert not any(a.startswith("-") and a not in _KNOWN for a in cmd.argv[1:-1])
 
 
 _KNOWN = {"-p", "--output-format", "--verbose", "--model", "--permission-mode", "--allowedTools",
-          "--disallowedTools", "--strict-mcp-config", "--max-turns", "--effort", "--mcp-config", "--"}
+          "--disallowedTools", "--strict-mcp-config", "--max-turns", "--effort", "--mcp-config",
+          "--append-system-prompt-file", "--"}
