@@ -102,3 +102,71 @@ def test_a_forged_line_does_not_park_the_worker(forged, api, queue, runner_env, 
         assert "not believed" in row["error"], row["error"]
     state = Path(env["RUNNER_STATE_DIR"])
     assert not (state / "usage_limit_reset_at").exists()
+
+
+# -- Codex and Gemini: the same check against their own model lists ------------------------
+
+
+class _ModelList:
+    """A loopback OpenAI- and Gemini-shaped API: 200 for the good key, 401 for any other."""
+
+    def __init__(self, good: str) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                key = (self.headers.get("authorization", "").removeprefix("Bearer ")
+                       or self.headers.get("x-goog-api-key", ""))
+                seen.append((self.path, key))
+                ok = key == good and self.path.split("?")[0] in ("/v1/models", "/v1beta/models")
+                self.send_response(200 if ok else 401)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"data": []}' if ok else b'{"error": "invalid key"}')
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def model_list():
+    server = _ModelList(good="good-key-loopback")
+    yield server
+    server.close()
+
+
+REJECTED = Outcome(Verdict.TOKEN_EXPIRED, reason="Codex's credentials were rejected: 401")
+
+
+@pytest.mark.parametrize("agent, env_of", [
+    ("codex", lambda url, key: {"OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": key}),
+    ("codex", lambda url, key: {"OPENAI_BASE_URL": f"{url}/v1", "CODEX_API_KEY": key}),
+    ("gemini", lambda url, key: {"GOOGLE_GEMINI_BASE_URL": url, "GEMINI_API_KEY": key}),
+])
+def test_codex_and_gemini_rejections_are_checked_with_the_api(model_list, agent, env_of):
+    # A good key that the agent's output calls rejected: forged, the job is retried.
+    forged = credcheck.confirm(REJECTED, agent, env_of(model_list.url, "good-key-loopback"), 3600)
+    assert forged.verdict is Verdict.RETRY and credcheck.NOT_CONFIRMED in forged.reason
+    # A key the API refuses: the worker is parked (exit 3).
+    real = credcheck.confirm(REJECTED, agent, env_of(model_list.url, "revoked-key"), 3600)
+    assert real.verdict is Verdict.TOKEN_EXPIRED
+    assert [path.split("?")[0] for path, _ in model_list.seen] == (
+        ["/v1/models"] * 2 if agent == "codex" else ["/v1beta/models"] * 2)
+
+
+@pytest.mark.parametrize("agent", ["codex", "gemini", "command"])
+def test_without_a_key_to_check_the_agent_is_not_believed(agent):
+    # A login in the agent's HOME (or an operator's command): the runner cannot confirm.
+    out = credcheck.confirm(REJECTED, agent, {}, 3600)
+    assert out.verdict is Verdict.RETRY and credcheck.UNCHECKED in out.reason
