@@ -24,6 +24,7 @@ from typing import IO, Iterator
 import psycopg
 
 from runner.errors import DatabaseUnavailable, RunnerError
+from runner.filewatch import FileWatch
 from runner.render import Renderer
 from runner.schema import FINAL_STATUSES
 from runner.settings import Settings
@@ -128,15 +129,16 @@ def open_log(path: Path) -> IO[str]:
 
 
 class _Printer:
-    def __init__(self, raw: bool) -> None:
-        self.raw = raw
+    def __init__(self, raw: bool, live: bool = False) -> None:
+        self.raw, self.live = raw, live
         self.renderer = Renderer()
 
     def line(self, text: str) -> None:
         out = [text.rstrip("\n")] if self.raw else self.renderer.line(text)
         for line in out:
             sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        if self.live:  # a whole log is written in big buffered blocks; a followed one at once
+            sys.stdout.flush()
 
     def closing(self) -> None:
         if not self.raw:
@@ -168,7 +170,7 @@ def show_logs(settings: Settings, ref: str, *, follow: bool = False, raw: bool =
     try:
         job_id = find_job(settings, ref, status)
         status.job_id = job_id
-        printer = _Printer(raw)
+        printer = _Printer(raw, live=follow)
         return _follow(settings, job_id, status, printer) if follow \
             else _print(settings, job_id, status, printer)
     except KeyboardInterrupt:
@@ -210,6 +212,7 @@ def _follow(settings: Settings, job_id: str, status: _Status, printer: _Printer)
             time.sleep(_STATUS_EVERY)
             path = log_path(settings, job_id)
     fh = open_log(path)
+    watch = FileWatch(path)
     pending: list[str] = []
     final_since: float | None = None
     try:
@@ -238,7 +241,10 @@ def _follow(settings: Settings, job_id: str, status: _Status, printer: _Printer)
                     fh.close()
                     print(f"runner logs: the job runs again; now {moved}", file=sys.stderr)
                     path, fh = moved, open_log(moved)
+                    watch.close()
+                    watch = FileWatch(path)
                     printer.renderer = Renderer()
-            time.sleep(_POLL_SECONDS)
+            watch.wait(_POLL_SECONDS if watch.polling else _STATUS_EVERY)
     finally:
         fh.close()
+        watch.close()

@@ -1,0 +1,59 @@
+"""Wait until a file grows: inotify on Linux (a line appended is seen within
+milliseconds), a plain sleep elsewhere or when inotify is not available."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import select
+import time
+from pathlib import Path
+
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_NONBLOCK, _IN_CLOEXEC = 0x2, 0x8, 0o4000, 0o2000000
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.inotify_init1  # noqa: B018 - present only on Linux
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+class FileWatch:
+    """``wait(timeout)`` returns when ``path`` was written to, or after ``timeout``."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = -1
+        libc = _libc()
+        if libc is None:
+            return
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            return
+        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_CLOSE_WRITE) < 0:
+            os.close(fd)
+            return
+        self.fd = fd
+
+    @property
+    def polling(self) -> bool:
+        return self.fd < 0
+
+    def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                os.read(self.fd, 65536)  # the events themselves do not matter
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
