@@ -71,9 +71,11 @@ class Sink:
             pass
 
     def agent_line(self, stream: str, line: str) -> None:
-        # Agent stdout is kept verbatim (it is the agent's event stream, for `runner logs`);
-        # stderr is marked so a reader can tell the two apart.
-        self.write_line(line if stream == "stdout" else f"[agent stderr] {line}")
+        # The agent's line as it came, after the time the runner read it (its events carry
+        # no time of their own) and which stream it came on: `runner logs` renders both.
+        when = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        tag = "agent" if stream == "stdout" else "agent stderr"
+        self.write_line(f"[{tag} {when}] {line}")
 
     def close(self) -> None:
         if self.extra is not None:

@@ -1,8 +1,8 @@
 """Readable lines from a run log, for ``runner logs`` (runner/logview.py).
 
 A run log holds three kinds of lines (runner/logs.py): the runner's structlog JSON, the
-agent's stdout verbatim (Claude Code stream-json, Codex ``exec --json``, Gemini
-stream-json) and the agent's stderr prefixed ``[agent stderr] ``. ``Renderer.line`` turns
+agent's stdout (Claude Code stream-json, Codex ``exec --json``, Gemini stream-json) after
+``[agent <time read>] `` and the agent's stderr after ``[agent stderr <time read>] ``. ``Renderer.line`` turns
 one into zero or more readable lines:
 
     23:02:35 info    job_claimed attempt=1 max_attempts=3 queue=default
@@ -16,10 +16,17 @@ shown as they are. Nothing here may raise on odd input: a log is read at 2 am.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any
 
-PAD = " " * 9  # the width of "HH:MM:SS " for lines without a time of their own
+from runner.clock import clock_time
+
+# The width of the time column ("HH:MM:SSZ ") for lines without a time of their own.
+PAD = " " * (len(clock_time(datetime.now(timezone.utc))) + 1)
+# An agent's line as the runner wrote it (runner/logs.py): "[agent <when>] <line>" for
+# stdout, "[agent stderr <when>] <line>"; older logs have no time ("[agent stderr] …").
+_AGENT_LINE = re.compile(r"^\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?(.*)$", re.S)
 _TEXT_MAX = 4000
 _ARG_MAX = 200
 _HIDDEN_KEYS = {"timestamp", "level", "event", "worker_id", "job_id", "exception"}
@@ -43,13 +50,11 @@ def one_line(text: Any, limit: int = _ARG_MAX) -> str:
 
 
 def hhmmss(value: Any) -> str | None:
+    """The time of an ISO timestamp as runner/clock.py shows it (18:20:01Z)."""
     try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
+        return clock_time(datetime.fromisoformat(str(value)))
+    except (ValueError, TypeError, OverflowError):
         return None
-    if when.tzinfo is not None:
-        when = when.astimezone()  # the reader's local time (TZ); UTC in a bare container
-    return when.strftime("%H:%M:%S")
 
 
 def kv(key: str, value: Any) -> str:
@@ -112,6 +117,11 @@ class Renderer:
         raw = raw.rstrip("\n")
         self._was_delta = False
         out = []
+        when = None
+        if (agent := _AGENT_LINE.match(raw)) is not None:
+            stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), agent.group(3)
+            if stderr:
+                raw = f"[agent stderr] {raw}"
         if raw.startswith("[agent stderr] "):
             out = [f"{PAD}{raw}"]
         else:
@@ -124,6 +134,8 @@ class Renderer:
                 out = [raw]  # JSON of some other program: as it is
             else:
                 out = self.agent_event(event)
+        if when and out and out[0].startswith(PAD):
+            out[0] = f"{when:<{len(PAD) - 1}} {out[0][len(PAD):]}"  # the time the runner read it
         if self._delta and not self._was_delta:
             out = self.flush() + out
         return out
@@ -144,7 +156,7 @@ class Renderer:
     # -- the runner's own lines ----------------------------------------------------------
 
     def runner(self, e: dict[str, Any]) -> list[str]:
-        when = hhmmss(e.get("timestamp")) or " " * 8
+        when = hhmmss(e.get("timestamp")) or PAD[:-1]
         head = f"{when} {str(e.get('level', '')):<7} {e.get('event')}"
         rest = " ".join(kv(k, v) for k, v in e.items() if k not in _HIDDEN_KEYS)
         out = [f"{head} {rest}".rstrip()]

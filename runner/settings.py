@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     log_dir: Path = Path("logs")
     state_dir: Path = Path("state")
     log_format: Literal["auto", "json", "console"] = "auto"
+    # How commands show times to a person (runner/clock.py): UTC with Z, or local + offset.
+    time_zone: Literal["utc", "local"] = "utc"
 
     default_agent: Literal["claude", "codex", "gemini", "stub", "command"] = "claude"
     allowed_agents: CommaList = Field(default_factory=lambda: list(AGENTS))

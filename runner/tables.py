@@ -1,21 +1,21 @@
 """Plain-text tables for the terminal (``runner jobs``, ``workers``, ``jobs --watch``).
 
-Times are shown in UTC and say so (``2026-12-02 04:28:24Z``), whatever the machine's zone.
+Times are shown with their zone written (runner/clock.py: ``2026-12-02 04:28:24Z``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from runner.clock import date_time
 
 
 def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return value.strftime("%Y-%m-%d %H:%M:%SZ")
+        return date_time(value)
     return str(value)
 
 

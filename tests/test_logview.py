@@ -55,8 +55,8 @@ def test_whole_log_rendered_by_prefix(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert "info    job_claimed attempt=1" in out[0]
-    assert "         claude  tool Write /tmp/capture/repo/hello.txt" in out
-    assert "         [agent stderr] a warning" in out
+    assert "          claude  tool Write /tmp/capture/repo/hello.txt" in out
+    assert "          [agent stderr] a warning" in out
     assert "job_outcome verdict=succeeded" in out[-1]
     raw = runner_cli(cli_env(tmp_path), "logs", JOB, "--raw")
     assert raw.stdout == text

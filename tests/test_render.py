@@ -93,9 +93,9 @@ def test_runner_lines_stderr_and_plain_text():
     ]
     out = render(lines)
     assert out[0].endswith('info    job_claimed attempt=1 repo_url=null reason="two words"')
-    assert out[0][:8].count(":") == 2  # HH:MM:SS (the reader's time zone)
+    assert out[0].startswith("03:04:05Z info")  # UTC, and it says so
     assert "worker_id" not in out[0]
-    assert out[1] == "         [agent stderr] error: unknown option '--no-such-flag'"
+    assert out[1] == "          [agent stderr] error: unknown option '--no-such-flag'"
     assert out[2] == "plain text from somewhere"
     assert out[3:5] == ['{"fake": "done"}', "[1, 2]"]
     assert "error   iteration_crashed" in out[5]
@@ -141,3 +141,28 @@ def test_gemini_stream_json_and_unknown_events():
 ])
 def test_tool_calls_show_their_key_argument(name, args, shown):
     assert key_argument(name, args) == shown
+
+
+def test_agent_lines_show_the_time_the_runner_read_them():
+    lines = ["[agent 2026-01-02T03:04:07.250Z] " + json.dumps(
+                 {"type": "assistant", "message": {"content": [{"type": "text", "text": "Hi."}]}}),
+             "[agent stderr 2026-01-02T03:04:08.000Z] warning: slow"]
+    out = render(lines)
+    assert out[0].startswith("03:04:07Z claude  text Hi.")
+    assert out[1] == "03:04:08Z [agent stderr] warning: slow"
+
+
+def test_local_time_is_shown_with_its_offset(monkeypatch):
+    from runner import clock
+
+    monkeypatch.setenv("RUNNER_TIME_ZONE", "local")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    import time
+    time.tzset()
+    try:
+        when = clock.datetime(2026, 1, 2, 3, 4, 5, tzinfo=clock.timezone.utc)
+        assert clock.clock_time(when) == "04:04:05+0100"
+        assert clock.date_time(when) == "2026-01-02 04:04:05+0100"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
