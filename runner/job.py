@@ -43,6 +43,12 @@ class JobRun:
         self.sink, self.run_log, self.stop = sink, run_log, stop
         self.workspace: worktree.Workspace | None = None
         self.reader: Any = None  # the agent's stream reader, once the agent starts
+        # Set once another worker holds the job: from then on this iteration writes and
+        # removes nothing of it (row, directory, branch, worktree registration).
+        self.claim_lost = False
+        # Set once the job went back to the queue: the next attempt (maybe another
+        # worker's, at once) continues from its directory, so nothing of it is removed.
+        self.handed_back = False
 
     def run(self) -> int:
         job_id = str(self.claim.id)
@@ -58,13 +64,17 @@ class JobRun:
                 outcome = Outcome(Verdict.FAILED, reason=str(exc))
             except IterationError as exc:
                 log.error("iteration_failed_with_job", error=str(exc))
+                self._drop_private()
                 self._hand_back(str(exc), refund=True)
                 return EXIT_FAILED
             except Exception as exc:
                 log.exception("job_crashed_runner")
                 # A runner-side fault: the attempt is refunded, and exit 1 backs the worker off.
+                self._drop_private()
                 self._hand_back_safely(f"the runner failed while running the job: {exc}")
                 return EXIT_FAILED
+            if outcome.verdict is not Verdict.LEASE_LOST:
+                self._drop_private()
             return self._record(outcome)
         finally:
             self._cleanup()
@@ -187,6 +197,7 @@ class JobRun:
             if v is Verdict.RETRY:
                 return self._retry_or_fail(outcome)
             if v is Verdict.LEASE_LOST:
+                self.claim_lost = True
                 log.warning("claim_lost_nothing_written")
                 return EXIT_OK
             if v is Verdict.TOKEN_EXPIRED:
@@ -233,12 +244,16 @@ class JobRun:
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                       refund_attempt=True, result=_partial(self.reader) or None,
                                       run_after=run_after, runner_fault=True):
+                self.claim_lost = True
                 log.warning("claim_lost_before_rollback")
+            else:
+                self.handed_back = True
         except Exception as exc:  # the lease runs out and the sweep hands the job back
             log.error("rollback_failed", error=str(exc))
 
     def _finish(self, status: str, outcome: Outcome) -> None:
         if not self.queue.finish(self.claim, status, result=outcome.result, error=outcome.error):
+            self.claim_lost = True
             log.warning("claim_lost_before_finish", status=status)
 
     def _retry_or_fail(self, outcome: Outcome) -> int:
@@ -250,9 +265,13 @@ class JobRun:
         s = self.settings
         delay = min(s.retry_backoff_seconds * 2 ** (attempts - 1), s.retry_backoff_max_seconds)
         run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
-        self.queue.requeue(self.claim, event="retry_scheduled", reason=outcome.reason or "",
-                           refund_attempt=False, run_after=run_after, result=outcome.result,
-                           backoff_seconds=delay)
+        if not self.queue.requeue(self.claim, event="retry_scheduled", reason=outcome.reason or "",
+                                  refund_attempt=False, run_after=run_after, result=outcome.result,
+                                  backoff_seconds=delay):
+            self.claim_lost = True
+            log.warning("claim_lost_before_retry")
+            return EXIT_OK
+        self.handed_back = True
         log.info("retry_scheduled", attempt=attempts, max_attempts=max_attempts,
                  backoff_seconds=delay)
         return EXIT_OK
@@ -262,24 +281,48 @@ class JobRun:
         if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                   refund_attempt=refund, run_after=run_after,
                                   result=result or None):
+            self.claim_lost = True
             log.warning("claim_lost_before_rollback")
         else:
+            self.handed_back = True
             log.info("claim_rolled_back", reason=reason, attempt_refunded=refund)
+
+    def _drop_private(self) -> None:
+        """Remove the files only the agent's start needed (the job's payload, its MCP
+        servers' config) before the job is recorded or handed back — afterwards the
+        directory may already be the next attempt's."""
+        ws = self.workspace
+        if ws is None or self.claim_lost:
+            return
+        for private in ("payload.json", "mcp.json"):
+            try:
+                (ws.job_dir / private).unlink(missing_ok=True)
+            except OSError as exc:  # the sweep removes the directory later
+                log.warning("private_file_not_removed", file=private, error=str(exc))
 
     def _cleanup(self) -> None:
         ws = self.workspace
         if ws is None:
             return
-        for private in ("payload.json", "mcp.json"):  # mcp.json: an agent's MCP servers
-            (ws.job_dir / private).unlink(missing_ok=True)
+        if self.claim_lost:
+            # Another worker holds the job now; with a shared job root this directory, its
+            # worktree registration and the branch are that worker's live workspace.
+            log.warning("claim_lost_workspace_left_alone", job_dir=str(ws.job_dir))
+            return
+        if self.handed_back:
+            log.info("workspace_kept_for_next_attempt", job_dir=str(ws.job_dir))
+            return
         row = None
         try:
             row = self.queue.get(self.claim.id)
         except DatabaseUnavailable:
             pass
-        # Failed, blocked and cancelled work stays for a person to inspect.
-        keep = row is not None and row["status"] in ("failed", "blocked", "cancelled") \
-            and row.get("claimed_by") == self.settings.worker_id
+        if row is None or row.get("claimed_by") != self.settings.worker_id:
+            return  # not recorded by us (database gone): the sweep decides later
+        # Failed, blocked and cancelled work stays for a person to inspect, and so does a
+        # succeeded job's work that is not on its branch (a leftovers patch, big files).
+        keep = row["status"] in ("failed", "blocked", "cancelled") or (
+            row["status"] == "succeeded" and worktree.holds_kept_work(ws))
         if not keep:
             worktree.remove(ws, self.settings)
 

@@ -209,6 +209,14 @@ def _int(text: str) -> int | None:
 
 # -- removal and the sweep -------------------------------------------------------------
 
+KEPT_WORK = "leftovers.json"  # in the job dir: work the branch does not hold (patch, big files)
+
+
+def holds_kept_work(ws: Workspace) -> bool:
+    """True when the job directory holds work that is not on the job's branch."""
+    return (ws.job_dir / KEPT_WORK).is_file()
+
+
 def remove(ws: Workspace, settings: Settings | None = None) -> None:
     """Remove the job directory and its worktree registration (the branch stays)."""
     _remove_dir(ws.job_dir)

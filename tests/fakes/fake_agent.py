@@ -1,7 +1,8 @@
 """A small fake agent for fast tests, run as the ``command`` agent.
 
 It reads its job from ``$RUNNER_PAYLOAD`` and does what ``config.fake`` says, in order:
-``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``blocked`` (writes BLOCKED.md),
+``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``write_after`` (files written
+after the commit, left uncommitted), ``blocked`` (writes BLOCKED.md),
 ``grandchild`` (starts a process that tries to outlive it, writing its pid to a file),
 ``escapee`` ({"pidfile", "after", "path"}: a process in a session of its own, as Claude
 Code runs its Bash tool, that writes ``path`` after ``after`` seconds), ``raw_stdout``
@@ -30,6 +31,9 @@ for name, text in (spec.get("write") or {}).items():
 if spec.get("commit"):
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "commit", "-q", "-m", spec["commit"]], check=True)
+for name, text in (spec.get("write_after") or {}).items():  # left uncommitted
+    Path(name).parent.mkdir(parents=True, exist_ok=True)
+    Path(name).write_text(text)
 if spec.get("blocked"):
     Path("BLOCKED.md").write_text(spec["blocked"])
 if spec.get("grandchild"):
