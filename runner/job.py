@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner import gates, logs, push, state, verify, worktree
+from runner import continuation, gates, leftovers, logs, push, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
@@ -97,11 +97,16 @@ class JobRun:
         timeout = _timeout(config, self.settings)
         checks = verify.parse(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
+        commit_leftovers = leftovers.commit_wanted(config)
+        continuing = worktree.on_retry(config) == "continue"
+        # An earlier attempt killed before it could keep its leftovers: they go first.
+        rescued = leftovers.rescue_previous(self.job, self.settings) if continuing else None
         self.workspace = worktree.prepare(self.job, self.settings)
         payload_path = self._write_payload()
+        prompt, resume = self._continuation(agent, prompt) if continuing else (prompt, None)
         ctx = RunContext(job=self.job, config=config, settings=self.settings,
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
-                         payload_path=payload_path, prompt=prompt)
+                         payload_path=payload_path, prompt=prompt, resume_session=resume)
         command = agent.command(ctx)
         self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
@@ -134,15 +139,38 @@ class JobRun:
             log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                      seconds=round(result.seconds, 2))
             outcome = self._outcome(result, reader, timeout)
+            if outcome.verdict is not Verdict.LEASE_LOST and heartbeat.stop_reason() != "lease_lost":
+                # Before verify and push: what the agent left uncommitted is work too.
+                kept = leftovers.keep(self.workspace, self.settings, commit=commit_leftovers)
+                if kept is not None:
+                    outcome.result["leftovers"] = kept
             if outcome.verdict is Verdict.SUCCEEDED:
                 # Verify, then push, still under the lease (and its cancel/stop checks).
                 outcome = gates.after_success(
                     outcome, self.workspace, self.settings, checks, do_push, command.env,
                     self.sink.write_line,
                     lambda: "shutdown" if self.stop.is_set() else heartbeat.stop_reason())
-        if outcome.verdict in (Verdict.SUCCEEDED, Verdict.BLOCKED, Verdict.FAILED, Verdict.RETRY):
+        if outcome.verdict is not Verdict.LEASE_LOST:
             outcome.result.setdefault("commits", worktree.commits(self.workspace, self.settings))
+            if rescued is not None:
+                outcome.result["previous_attempt_leftovers"] = rescued
         return outcome
+
+    def _continuation(self, agent, prompt: str) -> tuple[str, str | None]:  # noqa: ANN001
+        """The prompt (and session to resume) of an attempt that goes on from an earlier
+        one: the agent's own session when it is on this host, else a note of what the
+        earlier attempt left."""
+        assert self.workspace is not None
+        so_far = worktree.commits(self.workspace, self.settings)
+        if not continuation.earlier_attempt(self.job, so_far):
+            return prompt, None
+        session = continuation.previous_session(self.job)
+        resume = session if agent.resumable(self.workspace.job_dir, session) else None
+        log.info("continuing_earlier_attempt", resumed_session=resume,
+                 commits=so_far.get("count", 0))
+        if resume is not None:
+            return continuation.resume_message(self.job, so_far), resume
+        return prompt + continuation.note(self.job, so_far), None
 
     def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
         stopped = {

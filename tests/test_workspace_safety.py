@@ -74,3 +74,114 @@ def test_a_stolen_claim_leaves_row_events_directory_and_branch_untouched(
     assert after[0] == before[0]  # the row and its events, every column
     assert after[1] == before[1] and "payload.json" in after[1] and "work/b.txt" in after[1]
     assert after[2:] == before[2:]  # the branch head (no leftover commit), the registration
+
+
+# -- B: leftovers are committed by the runner ------------------------------------------
+
+def _show(mirror: Path, rev: str, path: str) -> str:
+    return _git(mirror, "show", f"{rev}:{path}")
+
+
+def test_leftovers_are_committed_by_the_runner_on_the_branch(queue, runner_env, tmp_path):
+    """Tracked edits, a deletion and a new file the agent did not commit end up in one
+    commit of the runner's own, listed in result.commits as the runner's; ignored files
+    and files over the size limit stay out (the big one is listed, its directory kept)."""
+    from tests.conftest import make_git_repo
+    url = make_git_repo(tmp_path / "origin", {"README.md": "# demo\n", "old.txt": "old\n",
+                                              ".gitignore": "build/\n"})
+    job = queue.enqueue(prompt="p", repo_url=url, config=fake(
+        write={"first.txt": "the agent's own commit\n"}, commit="agent commit",
+        write_after={"README.md": "# changed\n", "src/new.py": "print('new')\n",
+                     "build/out.bin": "ignored\n", "big.bin": "x" * 2048},
+        run=["rm old.txt"]))
+    proc = run_one_job(runner_env, RUNNER_LEFTOVER_MAX_FILE_BYTES="1024")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    commits, left = row["result"]["commits"], row["result"]["leftovers"]
+    assert commits["count"] == 2
+    newest, older = commits["list"]
+    assert newest["by"] == "runner" and newest["subject"] == "runner: changes the agent left uncommitted"
+    assert "by" not in older and older["subject"] == "agent commit"
+    assert left["committed"] == newest["sha"] == commits["head"]
+    assert sorted(left["files"]) == ["README.md", "old.txt", "src/new.py"]
+    assert left["skipped_large"] == [{"path": "big.bin", "bytes": 2048}]
+    mirror = _mirror(runner_env, url)
+    sha = newest["sha"]
+    assert _show(mirror, sha, "README.md") == "# changed\n"
+    assert _show(mirror, sha, "src/new.py") == "print('new')\n"
+    files = _git(mirror, "ls-tree", "-r", "--name-only", sha).split()
+    assert "old.txt" not in files and "big.bin" not in files and "build/out.bin" not in files
+    author = _git(mirror, "log", "-1", "--format=%an <%ae>|%s", sha)
+    assert author.startswith("runner <runner-leftovers@localhost>|")
+    # The big file was not committed: its directory stays, and says why.
+    work = Path(runner_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work"
+    assert (work / "big.bin").stat().st_size == 2048
+    assert left["kept_in"] == str(work.parent)
+    # Nothing left over: no runner commit, and the succeeded job's directory goes.
+    plain = queue.enqueue(prompt="p", repo_url=url, config=fake(write={"a.txt": "a"}, commit="all"))
+    run_one_job(runner_env)
+    r = queue.get(plain["id"])["result"]
+    assert "leftovers" not in r and r["commits"]["count"] == 1
+    assert not (Path(runner_env["RUNNER_JOB_ROOT"]) / str(plain["id"])).exists()
+
+
+def test_commit_leftovers_false_keeps_a_patch_in_the_job_directory(queue, runner_env, git_repo, tmp_path):
+    job = queue.enqueue(prompt="p", repo_url=git_repo, config={
+        **fake(write_after={"README.md": "# patched\n", "new.txt": "new\n"}),
+        "commit_leftovers": False})
+    proc = run_one_job(runner_env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    left = row["result"]["leftovers"]
+    assert left["committed"] is None and row["result"]["commits"]["count"] == 0
+    patch = Path(left["patch"])
+    assert patch.parent == Path(runner_env["RUNNER_JOB_ROOT"]) / str(job["id"]) and patch.is_file()
+    # The patch is the agent's work: it applies to the base and gives the agent's files.
+    clone = tmp_path / "check"
+    subprocess.run(["git", "clone", "-q", git_repo, str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "apply", str(patch)], check=True)
+    assert (clone / "README.md").read_text() == "# patched\n" and (clone / "new.txt").read_text() == "new\n"
+    # The sweep keeps that directory within the keep period, like a failed job's.
+    run_one_job(runner_env)
+    assert patch.is_file()
+
+
+def test_config_and_hooks_an_agent_planted_do_not_run_at_the_leftover_commit(
+        queue, runner_env, git_repo, tmp_path):
+    """The agent wires a clean filter and hooks into the (shared) mirror: the runner's
+    leftover commit runs none of them and stores the file as the agent left it."""
+    pwned = tmp_path / "pwned"
+    job = queue.enqueue(prompt="p", repo_url=git_repo, config=fake(
+        write_after={".gitattributes": "* filter=evil\n", "x.txt": "plain\n"},
+        run=[f"git config filter.evil.clean 'touch {pwned}; cat'",
+             f"git config core.fsmonitor 'touch {pwned}'",
+             f"printf '#!/bin/sh\\ntouch {pwned}\\n' > \"$(git rev-parse --git-common-dir)/hooks/pre-commit\"",
+             "chmod +x \"$(git rev-parse --git-common-dir)/hooks/pre-commit\""]))
+    proc = run_one_job(runner_env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    sha = row["result"]["leftovers"]["committed"]
+    assert sha and _show(_mirror(runner_env, git_repo), sha, "x.txt") == "plain\n"
+    assert not pwned.exists()
+
+
+def test_leftovers_are_pushed_with_the_branch(queue, runner_env, tmp_path):
+    from fakes.git_http import GitHttpServer, bare_copy
+    from tests.conftest import make_git_repo
+    make_git_repo(tmp_path / "src")
+    (tmp_path / "served").mkdir()
+    served = bare_copy(tmp_path / "src", tmp_path / "served" / "r.git")
+    with GitHttpServer(tmp_path / "served") as srv:
+        job = queue.enqueue(prompt="p", repo_url=srv.url("r.git"), branch="feature/left",
+                            config={**fake(write_after={"new.txt": "uncommitted\n"}), "push": True})
+        proc = run_one_job(runner_env, RUNNER_ALLOW_HTTP_LOOPBACK="1",
+                           RUNNER_ALLOWED_REPO_HOSTS="127.0.0.1")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    sha = row["result"]["leftovers"]["committed"]
+    assert row["result"]["pushed"]["sha"] == sha
+    assert _git(served, "show", "refs/heads/feature/left:new.txt") == "uncommitted\n"

@@ -204,3 +204,41 @@ def test_permission_denials_are_told_in_result_show_and_logs(claude_env, queue, 
     tail = logs.stdout.strip().splitlines()[-2:]
     assert tail[0].strip() == "warnings of the last run:", logs.stdout[-2000:]
     assert "permission denied: Bash git commit -am work" in tail[1]
+
+
+@pytest.mark.parametrize("do_push", [False, True])
+def test_readme_config_a_write_and_no_commit_gives_one_runner_commit(do_push, claude_env, queue,
+                                                                      tmp_path):
+    """The README's example config (acceptEdits), a Write and no `git commit`: the job
+    succeeds with one commit of the runner's holding the file — and, with push, pushed."""
+    from runner import repo_cache
+    from tests.conftest import make_git_repo
+
+    url = make_git_repo(tmp_path / "origin")
+    config = {"model": "sonnet", "permission_mode": "acceptEdits", "push": do_push}
+    job = queue.enqueue(prompt="Create hello.txt.", repo_url=url, config=config)
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
+
+    def responder(body):
+        if tool_results(body):
+            return text("Wrote hello.txt.")
+        return tool_use("Write", {"file_path": str(target), "content": "hello from claude\n"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    commits = row["result"]["commits"]
+    assert commits["count"] == 1 and commits["list"][0]["by"] == "runner", commits
+    sha = commits["list"][0]["sha"]
+    mirror = repo_cache.mirror_dir(Path(claude_env["RUNNER_CACHE_DIR"]), url)
+    shown = subprocess.run(["git", "-C", str(mirror), "show", f"{sha}:hello.txt"],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == "hello from claude\n"
+    if do_push:
+        assert row["result"]["pushed"]["sha"] == sha
+        remote = subprocess.run(["git", "-C", str(tmp_path / "origin"), "show",
+                                 f"refs/heads/runner/{str(job['id'])[:8]}:hello.txt"],
+                                capture_output=True, text=True, check=True).stdout
+        assert remote == "hello from claude\n"

@@ -2,7 +2,7 @@
 
 It reads its job from ``$RUNNER_PAYLOAD`` and does what ``config.fake`` says, in order:
 ``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``write_after`` (files written
-after the commit, left uncommitted), ``blocked`` (writes BLOCKED.md),
+after the commit, left uncommitted), ``run`` (shell commands), ``blocked`` (writes BLOCKED.md),
 ``grandchild`` (starts a process that tries to outlive it, writing its pid to a file),
 ``escapee`` ({"pidfile", "after", "path"}: a process in a session of its own, as Claude
 Code runs its Bash tool, that writes ``path`` after ``after`` seconds), ``raw_stdout``
@@ -34,6 +34,8 @@ if spec.get("commit"):
 for name, text in (spec.get("write_after") or {}).items():  # left uncommitted
     Path(name).parent.mkdir(parents=True, exist_ok=True)
     Path(name).write_text(text)
+for command in spec.get("run") or []:  # shell commands in the worktree, in order
+    subprocess.run(command, shell=True, check=True)
 if spec.get("blocked"):
     Path("BLOCKED.md").write_text(spec["blocked"])
 if spec.get("grandchild"):
