@@ -185,3 +185,81 @@ def test_leftovers_are_pushed_with_the_branch(queue, runner_env, tmp_path):
     sha = row["result"]["leftovers"]["committed"]
     assert row["result"]["pushed"]["sha"] == sha
     assert _git(served, "show", "refs/heads/feature/left:new.txt") == "uncommitted\n"
+
+
+# -- C: an attempt that did not succeed is continued -----------------------------------
+
+def _starts(log: Path) -> list[dict]:
+    import json
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_a_timed_out_attempt_is_continued_from_its_commit_and_leftovers(queue, runner_env, git_repo,
+                                                                         tmp_path):
+    """The first attempt commits once, leaves a file uncommitted and hangs until its
+    timeout; the retry starts from that commit plus the runner's leftover commit, and its
+    prompt says what the earlier attempt left."""
+    log = tmp_path / "starts.jsonl"
+    job = queue.enqueue(prompt="Do the work.", repo_url=git_repo, max_attempts=2, config={
+        **fake(log_to=str(log), write={"a.txt": "a\n"}, commit="first step",
+               write_after={"b.txt": "half done\n"}, sleep_unless_exists="a.txt"),
+        "timeout_s": 3})
+    env = {**runner_env, "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
+    proc = run_one_job(env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "queued" and row["error"] == "timed out after 3 s"
+    first = row["result"]["commits"]
+    assert [c["subject"] for c in first["list"]] == ["runner: changes the agent left uncommitted",
+                                                     "first step"]
+    proc = run_one_job(env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    one, two = _starts(log)
+    assert one["subjects"] == ["initial"]
+    assert two["subjects"] == ["runner: changes the agent left uncommitted", "first step", "initial"]
+    assert "Note from the runner: this job was started before" in two["prompt"]
+    assert "timed out after 3 s" in two["prompt"] and "- first step" in two["prompt"]
+    assert two["prompt"].startswith("Do the work.")
+    # The job's commits are both attempts' work, counted from the base.
+    assert row["result"]["commits"]["count"] == 2 and row["result"]["commits"]["head"] == first["head"]
+
+
+def test_on_retry_restart_starts_from_the_base(queue, runner_env, git_repo, tmp_path):
+    log = tmp_path / "starts.jsonl"
+    job = queue.enqueue(prompt="Do the work.", repo_url=git_repo, max_attempts=2, config={
+        **fake(log_to=str(log), write={"a.txt": "a\n"}, commit="first step",
+               sleep_unless_exists="a.txt"),
+        "timeout_s": 3, "on_retry": "restart"})
+    env = {**runner_env, "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
+    run_one_job(env)
+    queue.conn.execute("UPDATE jobs SET config = jsonb_set(config, '{fake,sleep_unless_exists}', "
+                       "'\"README.md\"') WHERE id = %s", (job["id"],))  # the retry does not hang
+    run_one_job(env)
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    assert [s["subjects"] for s in _starts(log)] == [["initial"], ["initial"]]
+    assert "Note from the runner" not in _starts(log)[1]["prompt"]
+
+
+def test_leftovers_of_an_attempt_killed_with_its_iteration_are_kept(queue, runner_env, git_repo, tmp_path):
+    """SIGKILL of the iteration: nobody committed the agent's leftovers. The next attempt
+    commits them onto the branch before it starts from there."""
+    import os
+    import signal
+    log, pidfile = tmp_path / "starts.jsonl", tmp_path / "agent.pid"
+    job = queue.enqueue(prompt="p", repo_url=git_repo, config=fake(
+        log_to=str(log), pidfile=str(pidfile), write_after={"c.txt": "unsaved\n"},
+        sleep_unless_exists="c.txt"))
+    proc = start_one_job(runner_env, RUNNER_LEASE_SECONDS="2")
+    work = Path(runner_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work"
+    wait_for(lambda: (work / "c.txt").exists(), what="the agent's file")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.kill(pid_in(pidfile), signal.SIGKILL)
+    wait_for(lambda: run_one_job(runner_env).returncode == 0 and
+             queue.get(job["id"])["status"] == "succeeded", timeout=60, what="the retry")
+    row = queue.get(job["id"])
+    assert row["result"]["previous_attempt_leftovers"]["files"] == ["c.txt"]
+    assert _starts(log)[-1]["subjects"] == ["runner: changes the agent left uncommitted", "initial"]
