@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner import continuation, gates, leftovers, logs, push, state, verify, worktree
+from runner import clone, continuation, gates, leftovers, logs, push, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
@@ -140,6 +140,14 @@ class JobRun:
                      seconds=round(result.seconds, 2))
             outcome = self._outcome(result, reader, timeout)
             if outcome.verdict is not Verdict.LEASE_LOST and heartbeat.stop_reason() != "lease_lost":
+                if self.workspace.clone:  # the agent's own clone: its commits come back first
+                    back = clone.bring_back(self.workspace, self.settings, self.settings.agent,
+                                            str(self.claim.id))
+                    if back is not None and back.get("error"):
+                        outcome.result["import_error"] = back["error"]
+                        # Its commits are only in its clone: the directory stays.
+                        (self.workspace.job_dir / worktree.KEPT_WORK).write_text(
+                            json.dumps({"import_error": back["error"]}))
                 # Before verify and push: what the agent left uncommitted is work too.
                 kept = leftovers.keep(self.workspace, self.settings, commit=commit_leftovers)
                 if kept is not None:
@@ -207,6 +215,9 @@ class JobRun:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(body, fh, default=str, indent=2)
+        agent = self.settings.agent
+        if agent.isolated:  # the job's own data: its agent reads it under its own uid
+            os.chown(path, agent.uid, agent.gid)
         return path
 
     # -- recording ---------------------------------------------------------------------

@@ -86,7 +86,7 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
         return None
     job_dir = inputs.job_dir(settings.job_root, job_id)
     work = job_dir / "work"
-    if job_dir.is_symlink() or work.is_symlink() or not (work / ".git").is_file():
+    if job_dir.is_symlink() or work.is_symlink() or not (work / ".git").exists():
         return None
     inputs.check_repo_url(url, settings)
     branch = inputs.check_ref(job.get("branch") or f"runner/{job_id[:8]}", "branch", settings)
@@ -97,8 +97,14 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
                 f"branch.{branch}.runnerjob", check=False).stdout.strip()
     if owner != job_id:
         return None  # not this job's branch: nothing of this job's to add to it
+    own_clone = (work / ".git").is_dir()  # the agent's clone (runner/clone.py)
     ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch, base_commit="",
-                   url=url)
+                   url=url, clone=own_clone)
+    if own_clone and settings.agent.isolated:
+        from runner import clone
+        back = clone.bring_back(ws, settings, settings.agent, job_id)
+        if back is not None and back.get("error"):
+            log.warning("previous_attempt_commits_not_brought_back", error=back["error"])
     found = keep(ws, settings, commit=commit_wanted(config))
     if found is not None:
         log.info("previous_attempt_leftovers_kept", committed=found.get("committed"))

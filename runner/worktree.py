@@ -53,6 +53,8 @@ class Workspace:
     branch: str | None = None
     base_commit: str | None = None
     url: str | None = None
+    start_commit: str | None = None  # where this attempt's work tree started
+    clone: bool = False  # a clone the agent owns (runner.clone), not a worktree of the mirror
 
 
 def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
@@ -78,14 +80,20 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
     assert branch is not None
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)
     push = (job.get("config") or {}).get("push") is True
+    # An agent under a uid of its own gets a clone it owns (runner/clone.py); one that shares
+    # the runner's uid could write the mirror anyway, so it gets the cheaper worktree.
+    own_clone = settings.agent.isolated
     with repo_cache.locked(mirror, settings):
         action = repo_cache.ensure_mirror(url, mirror, settings)
         try:
             git("worktree", "prune", cwd=mirror, settings=settings)
             base_commit = _resolve_base(mirror, base_ref, url, settings)
             start = _claim_branch(mirror, branch, job_id, base_commit, push, continuing, settings)
-            git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), start,
-                cwd=mirror, settings=settings)
+            if own_clone:
+                git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
+            else:
+                git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), start,
+                    cwd=mirror, settings=settings)
             config = str(mirror / "config")
             git("config", "--file", config, "--", f"branch.{branch}.runnerjob", job_id)
             git("config", "--file", config, "--", f"branch.{branch}.runnercreated",
@@ -96,13 +104,23 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
              base=base_ref or "HEAD", base_commit=base_commit,
              continued_from=start if start != base_commit else None)
     ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch,
-                   base_commit=base_commit, url=url)
+                   base_commit=base_commit, url=url, start_commit=start, clone=own_clone)
     # Check out outside the lock; git never writes through a symlink in the tree.
-    git("reset", "-q", "--hard", cwd=work, settings=settings)
+    try:
+        if own_clone:
+            from runner import clone
+            clone.create(ws, settings)
+        else:
+            git("reset", "-q", "--hard", cwd=work, settings=settings)
+    except GitFailed as exc:
+        raise RepositoryUnavailable(f"could not check out the job's branch: {exc.tail()}") from exc
     escaping = inputs.escaping_symlinks(work)
     if escaping:
         raise UnsafeRepository("the repository contains symlinks that point outside its "
                                "worktree, which the runner refuses: " + "; ".join(escaping))
+    if own_clone:
+        from runner import clone
+        clone.hand_to_agent(ws, settings.agent)
     return ws
 
 
