@@ -28,6 +28,7 @@ import structlog
 from runner import inputs, repo_cache
 from runner.errors import JobInputError
 from runner.gitcmd import GitFailed, git
+from runner.process import STDOUT_FILE
 from runner.settings import Settings
 from runner.worktree import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace, _rev
 
@@ -88,6 +89,8 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
     work = job_dir / "work"
     if job_dir.is_symlink() or work.is_symlink() or not (work / ".git").exists():
         return None
+    if not (job_dir / STDOUT_FILE).exists():
+        return None  # no agent ran in it (its checkout failed): nothing of an agent's
     inputs.check_repo_url(url, settings)
     branch = inputs.check_ref(job.get("branch") or f"runner/{job_id[:8]}", "branch", settings)
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)

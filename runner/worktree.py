@@ -112,8 +112,10 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
             clone.create(ws, settings)
         else:
             git("reset", "-q", "--hard", cwd=work, settings=settings)
-    except GitFailed as exc:
-        raise RepositoryUnavailable(f"could not check out the job's branch: {exc.tail()}") from exc
+    except BaseException:
+        # A partial checkout holds nothing of an agent's, only disk space (a full disk).
+        _remove_dir(work)
+        raise
     escaping = inputs.escaping_symlinks(work)
     if escaping:
         raise UnsafeRepository("the repository contains symlinks that point outside its "

@@ -203,12 +203,12 @@ def test_a_timed_out_attempt_is_continued_from_its_commit_and_leftovers(queue, r
     job = queue.enqueue(prompt="Do the work.", repo_url=git_repo, max_attempts=2, config={
         **fake(log_to=str(log), write={"a.txt": "a\n"}, commit="first step",
                write_after={"b.txt": "half done\n"}, sleep_unless_exists="a.txt"),
-        "timeout_s": 3})
+        "timeout_s": 8})
     env = {**runner_env, "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
     proc = run_one_job(env)
     assert proc.returncode == 0, proc.stdout[-3000:]
     row = queue.get(job["id"])
-    assert row["status"] == "queued" and row["error"] == "timed out after 3 s"
+    assert row["status"] == "queued" and row["error"] == "timed out after 8 s"
     first = row["result"]["commits"]
     assert [c["subject"] for c in first["list"]] == ["runner: changes the agent left uncommitted",
                                                      "first step"]
@@ -220,7 +220,7 @@ def test_a_timed_out_attempt_is_continued_from_its_commit_and_leftovers(queue, r
     assert one["subjects"] == ["initial"]
     assert two["subjects"] == ["runner: changes the agent left uncommitted", "first step", "initial"]
     assert "Note from the runner: this job was started before" in two["prompt"]
-    assert "timed out after 3 s" in two["prompt"] and "- first step" in two["prompt"]
+    assert "timed out after 8 s" in two["prompt"] and "- first step" in two["prompt"]
     assert two["prompt"].startswith("Do the work.")
     # The job's commits are both attempts' work, counted from the base.
     assert row["result"]["commits"]["count"] == 2 and row["result"]["commits"]["head"] == first["head"]
@@ -231,7 +231,7 @@ def test_on_retry_restart_starts_from_the_base(queue, runner_env, git_repo, tmp_
     job = queue.enqueue(prompt="Do the work.", repo_url=git_repo, max_attempts=2, config={
         **fake(log_to=str(log), write={"a.txt": "a\n"}, commit="first step",
                sleep_unless_exists="a.txt"),
-        "timeout_s": 3, "on_retry": "restart"})
+        "timeout_s": 8, "on_retry": "restart"})
     env = {**runner_env, "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
     run_one_job(env)
     queue.conn.execute("UPDATE jobs SET config = jsonb_set(config, '{fake,sleep_unless_exists}', "

@@ -255,7 +255,7 @@ def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_p
 
     url = make_git_repo(tmp_path / "origin")
     job = queue.enqueue(prompt="Create hello.txt, then explain it.", repo_url=url, max_attempts=2,
-                        config={**CONFIG, "timeout_s": 20})
+                        config={**CONFIG, "timeout_s": 30})
     target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
 
     def responder(body):
@@ -270,7 +270,7 @@ def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_p
                            RUNNER_RETRY_BACKOFF_SECONDS="0")
         assert proc.returncode == 0, proc.stdout[-3000:]
         first = queue.get(job["id"])
-        assert first["status"] == "queued" and first["error"] == "timed out after 20 s", first["error"]
+        assert first["status"] == "queued" and first["error"] == "timed out after 30 s", first["error"]
         session = first["result"]["session_id"]
         assert session and first["result"]["commits"]["list"][0]["by"] == "runner"
         proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url)

@@ -92,7 +92,7 @@ def test_an_isolated_agents_timed_out_attempt_is_continued_from_its_clone(isolat
     job = queue.enqueue(prompt="p", repo_url=url, max_attempts=2, config={
         **fake(log_to=str(log), write={"a.txt": "a\n"}, commit="first step",
                write_after={"b.txt": "half\n"}, sleep_unless_exists="a.txt"),
-        "timeout_s": 3})
+        "timeout_s": 8})
     run_one_job(env, RUNNER_RETRY_BACKOFF_SECONDS="0")
     assert queue.get(job["id"])["status"] == "queued"
     proc = run_one_job(env, RUNNER_RETRY_BACKOFF_SECONDS="0")
