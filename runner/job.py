@@ -22,7 +22,7 @@ from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
 from runner.outcome import Outcome, Verdict
-from runner.process import ProcessResult, run_agent
+from runner.process import ProcessResult, hand_tree, run_agent
 from runner.prompts import build_prompt
 from runner.queue import Claim, Queue, TooDeep
 from runner.settings import Settings
@@ -140,6 +140,8 @@ class JobRun:
                      seconds=round(result.seconds, 2))
             outcome = self._outcome(result, reader, timeout)
             if outcome.verdict is not Verdict.LEASE_LOST and heartbeat.stop_reason() != "lease_lost":
+                if self.settings.agent.isolated and self.workspace.mirror is None:
+                    hand_tree(self.workspace.path, os.geteuid(), os.getegid())  # ours again
                 if self.workspace.clone:  # the agent's own clone: its commits come back first
                     back = clone.bring_back(self.workspace, self.settings, self.settings.agent,
                                             str(self.claim.id))

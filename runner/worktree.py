@@ -76,6 +76,8 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
     work = job_dir / "work"
     if not url:
         work.mkdir()
+        if settings.agent.isolated:  # the agent's to write in, under its own uid
+            os.chown(work, settings.agent.uid, settings.agent.gid)
         return Workspace(job_dir=job_dir, path=work)
     assert branch is not None
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)

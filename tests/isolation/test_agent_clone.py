@@ -149,3 +149,12 @@ def test_a_non_root_runner_with_the_compose_capabilities_brings_the_clone_back(
     assert [c["subject"] for c in row["result"]["commits"]["list"]] == [
         "runner: changes the agent left uncommitted", "agent"]
     assert not (base / "jobs" / str(job["id"])).exists()  # removed, agent-owned files and all
+
+
+def test_an_isolated_agent_without_a_repository_can_write_its_work_dir(isolated_env, queue):
+    env, _ = isolated_env
+    job = queue.enqueue(prompt="p", config=fake(write={"note.txt": "written\n"}))
+    proc = run_one_job(env)
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", (row["error"], proc.stdout[-3000:])
+    assert not (Path(env["RUNNER_JOB_ROOT"]) / str(job["id"])).exists()
