@@ -263,3 +263,25 @@ def test_leftovers_of_an_attempt_killed_with_its_iteration_are_kept(queue, runne
     row = queue.get(job["id"])
     assert row["result"]["previous_attempt_leftovers"]["files"] == ["c.txt"]
     assert _starts(log)[-1]["subjects"] == ["runner: changes the agent left uncommitted", "initial"]
+
+
+def test_a_sigterm_rollback_keeps_the_attempts_work_for_the_next(queue, runner_env, git_repo, tmp_path):
+    import signal
+    log = tmp_path / "starts.jsonl"
+    job = queue.enqueue(prompt="p", repo_url=git_repo, config=fake(
+        log_to=str(log), write={"a.txt": "a\n"}, commit="before the stop",
+        write_after={"b.txt": "unsaved\n"}, sleep_unless_exists="a.txt"))
+    proc = start_one_job(runner_env, RUNNER_LEASE_SECONDS="3")
+    work = Path(runner_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work"
+    wait_for(lambda: (work / "b.txt").exists(), what="the agent's file")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "queued" and row["attempts"] == 0
+    assert row["result"]["leftovers"]["files"] == ["b.txt"]
+    assert row["result"]["commits"]["count"] == 2
+    proc = run_one_job(runner_env)
+    assert queue.get(job["id"])["status"] == "succeeded", proc.stdout[-3000:]
+    assert _starts(log)[-1]["subjects"] == ["runner: changes the agent left uncommitted",
+                                            "before the stop", "initial"]
