@@ -31,7 +31,7 @@ from runner.gitcmd import GitFailed, git, redact
 from runner.procgroup import kill_attempt
 from runner.process import hand_tree
 from runner.settings import Settings
-from runner.worktree import Workspace, _rev
+from runner.worktree import Workspace, _remove_dir, _rev
 
 log = structlog.get_logger("runner.clone")
 
@@ -61,7 +61,6 @@ def bring_back(ws: Workspace, settings: Settings, agent: AgentUser, job_id: str)
             return None
         start = ws.start_commit or _rev(ws.mirror, f"refs/heads/{ws.branch}", settings)
         export = ws.job_dir / "export"
-        from runner.worktree import _remove_dir
         _remove_dir(export)
         export.mkdir(mode=0o700)
         os.chown(export, agent.uid, agent.gid)

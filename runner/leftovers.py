@@ -178,7 +178,33 @@ def _keep(ws: Workspace, settings: Settings, index: Path, commit: bool) -> dict[
     git("update-ref", "-m", "runner: leftovers", ref, sha, head, cwd=ws.mirror, settings=settings)
     found["committed"] = sha
     log.info("leftovers_committed", sha=sha, files=len(wanted), skipped_large=len(large))
+    if not ws.clone:
+        _sync_worktree_index(ws, index)
     return found
+
+
+def _sync_worktree_index(ws: Workspace, index: Path) -> None:
+    """The worktree's HEAD is the branch, now at the runner's commit: give it the index of
+    that commit too, so that ``git status`` in verify shows a clean tree, not the commit
+    undone. The worktree's admin dir is taken from ``work/.git`` only when it is the
+    mirror's own ``worktrees/<name>`` that links back to this worktree."""
+    assert ws.mirror is not None
+    try:
+        dotgit = ws.path / ".git"
+        if dotgit.is_symlink() or not dotgit.is_file():
+            return
+        text = dotgit.read_text(errors="replace").strip()
+        if not text.startswith("gitdir: "):
+            return
+        admin = Path(text[len("gitdir: "):])
+        if admin.is_symlink() or admin.resolve().parent != (ws.mirror / "worktrees").resolve():
+            return
+        back = (admin / "gitdir").read_text(errors="replace").strip()
+        if Path(back).resolve() != dotgit.resolve() or (admin / "index").is_symlink():
+            return
+        os.replace(index, admin / "index")
+    except OSError as exc:  # only cosmetic: the commit is made
+        log.warning("worktree_index_not_updated", error=str(exc))
 
 
 def _refresh(run) -> None:  # noqa: ANN001

@@ -89,11 +89,12 @@ def test_leftovers_are_committed_by_the_runner_on_the_branch(queue, runner_env, 
     from tests.conftest import make_git_repo
     url = make_git_repo(tmp_path / "origin", {"README.md": "# demo\n", "old.txt": "old\n",
                                               ".gitignore": "build/\n"})
-    job = queue.enqueue(prompt="p", repo_url=url, config=fake(
+    job = queue.enqueue(prompt="p", repo_url=url, config={
+        "verify": [["sh", "-c", "git status --porcelain > ../status.txt"]], **fake(
         write={"first.txt": "the agent's own commit\n"}, commit="agent commit",
         write_after={"README.md": "# changed\n", "src/new.py": "print('new')\n",
                      "build/out.bin": "ignored\n", "big.bin": "x" * 2048},
-        run=["rm old.txt"]))
+        run=["rm old.txt"])})
     proc = run_one_job(runner_env, RUNNER_LEFTOVER_MAX_FILE_BYTES="1024")
     assert proc.returncode == 0, proc.stdout[-3000:]
     row = queue.get(job["id"])
@@ -118,6 +119,8 @@ def test_leftovers_are_committed_by_the_runner_on_the_branch(queue, runner_env, 
     work = Path(runner_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work"
     assert (work / "big.bin").stat().st_size == 2048
     assert left["kept_in"] == str(work.parent)
+    # Verify ran after the runner's commit and saw a clean tree (but the big, untracked file).
+    assert (work.parent / "status.txt").read_text() == "?? big.bin\n"
     # Nothing left over: no runner commit, and the succeeded job's directory goes.
     plain = queue.enqueue(prompt="p", repo_url=url, config=fake(write={"a.txt": "a"}, commit="all"))
     run_one_job(runner_env)
