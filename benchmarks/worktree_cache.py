@@ -1,10 +1,13 @@
 """Worktree from a warm cache vs a fresh clone, for a generated repository of 10k files.
 
-    python benchmarks/worktree_cache.py [--files 10000] [--runs 5]
+    python benchmarks/worktree_cache.py [--files 10000] [--runs 5] [--agent-user NAME]
 
 Measures, per job: a plain ``git clone`` (what a runner without a cache would do), the
 runner's ``worktree.prepare`` with an empty cache (mirror clone + worktree) and with a
-warm one (fetch + worktree + checkout), and ``worktree.remove``. The repository is served
+warm one (fetch + worktree + checkout), and ``worktree.remove``; also ``git clone
+--depth 1`` and, with ``--agent-user`` (run as root), the workspace of an agent under a
+uid of its own: a warm cache and a clone of the job's branch that the agent owns
+(runner/clone.py). The repository is served
 over file:// (git's pack protocol, no hard links), so the numbers are git's own work
 without network latency; over a real network the clone grows with the repository's size
 while the warm fetch stays one round trip.
@@ -51,6 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--agent-user", default=None,
+                    help="an existing user: also time the agent's own clone (needs root)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-wt-"))
     try:
@@ -58,12 +63,18 @@ def main() -> None:
         url = make_repo(base / "origin", args.files)
         print(f"generated {args.files} files in {time.perf_counter() - t0:.1f} s")
         rows: dict[str, list[float]] = {k: [] for k in
-                                        ("git clone (no cache)", "prepare, cold cache",
-                                         "prepare, warm cache", "remove worktree")}
+                                        ("git clone (no cache)", "git clone --depth 1 (no cache)",
+                                         "prepare, cold cache",
+                                         "prepare, warm cache", "remove worktree",
+                                         *(("prepare, warm cache, agent's own clone",
+                                            "remove agent's clone") if args.agent_user else ()))}
         for run in range(args.runs):
             dest = base / f"clone{run}"
             rows["git clone (no cache)"].append(timed(lambda: subprocess.run(
                 ["git", "clone", "-q", url, str(dest)], check=True)))
+            shutil.rmtree(dest)
+            rows["git clone --depth 1 (no cache)"].append(timed(lambda: subprocess.run(
+                ["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True)))
             shutil.rmtree(dest)
             s = load_settings(database_url="postgresql://x@127.0.0.1/x", allow_file_repos=True,
                               job_root=base / f"jobs{run}", cache_dir=base / f"cache{run}")
@@ -78,6 +89,13 @@ def main() -> None:
             job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
             rows["prepare, warm cache"].append(timed(cold))
             rows["remove worktree"].append(timed(lambda: worktree.remove(ws, s)))
+            if args.agent_user:
+                s = load_settings(database_url="postgresql://x@127.0.0.1/x", allow_file_repos=True,
+                                  job_root=base / f"jobs{run}", cache_dir=base / f"cache{run}",
+                                  agent_user=args.agent_user)
+                job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
+                rows["prepare, warm cache, agent's own clone"].append(timed(cold))
+                rows["remove agent's clone"].append(timed(lambda: worktree.remove(ws, s)))
             shutil.rmtree(base / f"cache{run}")
         print(f"\n{platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
               f"{subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.strip()}")

@@ -16,14 +16,14 @@ from typing import Any
 
 import structlog
 
-from runner import gates, logs, push, retry, state, verify, worktree
+from runner import clone, continuation, gates, leftovers, logs, push, retry, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
 from runner.outcome import ENDINGS, Action, Outcome, StopReason, Verdict, stopped
-from runner.process import ProcessResult, run_agent
+from runner.process import ProcessResult, hand_tree, run_agent
 from runner.prompts import build_prompt
 from runner.queue import Claim, Queue, TooDeep
 from runner.settings import Settings
@@ -43,6 +43,12 @@ class JobRun:
         self.sink, self.run_log, self.stop = sink, run_log, stop
         self.workspace: worktree.Workspace | None = None
         self.reader: Any = None  # the agent's stream reader, once the agent starts
+        # Set once another worker holds the job: from then on this iteration writes and
+        # removes nothing of it (row, directory, branch, worktree registration).
+        self.claim_lost = False
+        # Set once the job went back to the queue: the next attempt (maybe another
+        # worker's, at once) continues from its directory, so nothing of it is removed.
+        self.handed_back = False
 
     def run(self) -> int:
         job_id = str(self.claim.id)
@@ -58,13 +64,17 @@ class JobRun:
                 outcome = Outcome(Verdict.FAILED, reason=str(exc))
             except IterationError as exc:
                 log.error("iteration_failed_with_job", error=str(exc))
+                self._drop_private()
                 self._hand_back(str(exc), refund=True)
                 return Exit.FAILED
             except Exception as exc:
                 log.exception("job_crashed_runner")
                 # A runner-side fault: the attempt is refunded, and exit 1 backs the worker off.
+                self._drop_private()
                 self._hand_back_safely(f"the runner failed while running the job: {exc}")
                 return Exit.FAILED
+            if outcome.verdict is not Verdict.LEASE_LOST:
+                self._drop_private()
             return self._record(outcome)
         finally:
             self._cleanup()
@@ -87,11 +97,16 @@ class JobRun:
         timeout = _timeout(config, self.settings)
         checks = verify.parse(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
+        commit_leftovers = leftovers.commit_wanted(config)
+        continuing = worktree.on_retry(config) == "continue"
+        # An earlier attempt killed before it could keep its leftovers: they go first.
+        rescued = leftovers.rescue_previous(self.job, self.settings) if continuing else None
         self.workspace = worktree.prepare(self.job, self.settings)
         payload_path = self._write_payload()
+        prompt, resume = self._continuation(agent, prompt) if continuing else (prompt, None)
         ctx = RunContext(job=self.job, config=config, settings=self.settings,
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
-                         payload_path=payload_path, prompt=prompt)
+                         payload_path=payload_path, prompt=prompt, resume_session=resume)
         command = agent.command(ctx)
         self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
@@ -124,15 +139,48 @@ class JobRun:
             log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                      seconds=round(result.seconds, 2))
             outcome = self._outcome(result, reader, timeout)
+            if outcome.verdict is not Verdict.LEASE_LOST and heartbeat.stop_reason() != "lease_lost":
+                if self.settings.agent.isolated and self.workspace.mirror is None:
+                    hand_tree(self.workspace.path, os.geteuid(), os.getegid())  # ours again
+                if self.workspace.clone:  # the agent's own clone: its commits come back first
+                    back = clone.bring_back(self.workspace, self.settings, self.settings.agent,
+                                            str(self.claim.id))
+                    if back is not None and back.get("error"):
+                        outcome.result["import_error"] = back["error"]
+                        # Its commits are only in its clone: the directory stays.
+                        (self.workspace.job_dir / worktree.KEPT_WORK).write_text(
+                            json.dumps({"import_error": back["error"]}))
+                # Before verify and push: what the agent left uncommitted is work too.
+                kept = leftovers.keep(self.workspace, self.settings, commit=commit_leftovers)
+                if kept is not None:
+                    outcome.result["leftovers"] = kept
             if outcome.verdict is Verdict.SUCCEEDED:
                 # Verify, then push, still under the lease (and its cancel/stop checks).
                 outcome = gates.after_success(
                     outcome, self.workspace, self.settings, checks, do_push, command.env,
                     self.sink.write_line,
                     lambda: StopReason.SHUTDOWN if self.stop.is_set() else heartbeat.stop_reason())
-        if outcome.verdict in (Verdict.SUCCEEDED, Verdict.BLOCKED, Verdict.FAILED, Verdict.RETRY):
+        if outcome.verdict is not Verdict.LEASE_LOST:
             outcome.result.setdefault("commits", worktree.commits(self.workspace, self.settings))
+            if rescued is not None:
+                outcome.result["previous_attempt_leftovers"] = rescued
         return outcome
+
+    def _continuation(self, agent, prompt: str) -> tuple[str, str | None]:  # noqa: ANN001
+        """The prompt (and session to resume) of an attempt that goes on from an earlier
+        one: the agent's own session when it is on this host, else a note of what the
+        earlier attempt left."""
+        assert self.workspace is not None
+        so_far = worktree.commits(self.workspace, self.settings)
+        if not continuation.earlier_attempt(self.job, so_far):
+            return prompt, None
+        session = continuation.previous_session(self.job)
+        resume = session if agent.resumable(self.workspace.job_dir, session) else None
+        log.info("continuing_earlier_attempt", resumed_session=resume,
+                 commits=so_far.get("count", 0))
+        if resume is not None:
+            return continuation.resume_message(self.job, so_far), resume
+        return prompt + continuation.note(self.job, so_far), None
 
     def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
         if result.early is not None:
@@ -164,6 +212,9 @@ class JobRun:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(body, fh, default=str, indent=2)
+        agent = self.settings.agent
+        if agent.isolated:  # the job's own data: its agent reads it under its own uid
+            os.chown(path, agent.uid, agent.gid)
         return path
 
     # -- recording ---------------------------------------------------------------------
@@ -182,6 +233,7 @@ class JobRun:
             elif ending.action is Action.RETRY:
                 self._retry_or_fail(outcome)
             elif ending.action is Action.NOTHING:
+                self.claim_lost = True
                 log.warning("claim_lost_nothing_written")
             else:
                 run_after = None
@@ -223,12 +275,16 @@ class JobRun:
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                       refund_attempt=True, result=_partial(self.reader) or None,
                                       run_after=run_after, runner_fault=True):
+                self.claim_lost = True
                 log.warning("claim_lost_before_rollback")
+            else:
+                self.handed_back = True
         except Exception as exc:  # the lease runs out and the sweep hands the job back
             log.error("rollback_failed", error=str(exc))
 
     def _finish(self, status: str, outcome: Outcome) -> None:
         if not self.queue.finish(self.claim, status, result=outcome.result, error=outcome.error):
+            self.claim_lost = True
             log.warning("claim_lost_before_finish", status=status)
 
     def _retry_or_fail(self, outcome: Outcome) -> None:
@@ -240,9 +296,13 @@ class JobRun:
         s = self.settings
         delay = retry.backoff(s.retry_backoff_seconds, s.retry_backoff_max_seconds, attempts)
         run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
-        self.queue.requeue(self.claim, event="retry_scheduled", reason=outcome.reason or "",
-                           refund_attempt=False, run_after=run_after, result=outcome.result,
-                           backoff_seconds=delay)
+        if not self.queue.requeue(self.claim, event="retry_scheduled", reason=outcome.reason or "",
+                                  refund_attempt=False, run_after=run_after, result=outcome.result,
+                                  backoff_seconds=delay):
+            self.claim_lost = True
+            log.warning("claim_lost_before_retry")
+            return
+        self.handed_back = True
         log.info("retry_scheduled", attempt=attempts, max_attempts=max_attempts,
                  backoff_seconds=delay)
 
@@ -251,24 +311,48 @@ class JobRun:
         if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                   refund_attempt=refund, run_after=run_after,
                                   result=result or None):
+            self.claim_lost = True
             log.warning("claim_lost_before_rollback")
         else:
+            self.handed_back = True
             log.info("claim_rolled_back", reason=reason, attempt_refunded=refund)
+
+    def _drop_private(self) -> None:
+        """Remove the files only the agent's start needed (the job's payload, its MCP
+        servers' config) before the job is recorded or handed back — afterwards the
+        directory may already be the next attempt's."""
+        ws = self.workspace
+        if ws is None or self.claim_lost:
+            return
+        for private in ("payload.json", "mcp.json"):
+            try:
+                (ws.job_dir / private).unlink(missing_ok=True)
+            except OSError as exc:  # the sweep removes the directory later
+                log.warning("private_file_not_removed", file=private, error=str(exc))
 
     def _cleanup(self) -> None:
         ws = self.workspace
         if ws is None:
             return
-        for private in ("payload.json", "mcp.json"):  # mcp.json: an agent's MCP servers
-            (ws.job_dir / private).unlink(missing_ok=True)
+        if self.claim_lost:
+            # Another worker holds the job now; with a shared job root this directory, its
+            # worktree registration and the branch are that worker's live workspace.
+            log.warning("claim_lost_workspace_left_alone", job_dir=str(ws.job_dir))
+            return
+        if self.handed_back:
+            log.info("workspace_kept_for_next_attempt", job_dir=str(ws.job_dir))
+            return
         row = None
         try:
             row = self.queue.get(self.claim.id)
         except DatabaseUnavailable:
             pass
-        # Failed, blocked and cancelled work stays for a person to inspect.
-        keep = row is not None and row["status"] in KEPT_FOR_INSPECTION \
-            and row.get("claimed_by") == self.settings.worker_id
+        if row is None or row.get("claimed_by") != self.settings.worker_id:
+            return  # not recorded by us (database gone): the sweep decides later
+        # Failed, blocked and cancelled work stays for a person to inspect, and so does a
+        # succeeded job's work that is not on its branch (a leftovers patch, big files).
+        keep = row["status"] in KEPT_FOR_INSPECTION or (
+            row["status"] == "succeeded" and worktree.holds_kept_work(ws))
         if not keep:
             worktree.remove(ws, self.settings)
 

@@ -121,8 +121,8 @@ def run_agent(
         for f in followers:  # the writers are gone: read to the end, in order per stream
             for line in f.drain():
                 handle(f.stream, line)
-        if agent is not None and agent.isolated:
-            reclaim_home(out_dir)
+        if agent is not None and agent.isolated and stop_reason != "lease_lost":
+            reclaim_home(out_dir)  # not after a lost claim: the home may be the new owner's
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),
                          time.monotonic() - started)
 

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     git_retry_wait_seconds: Seconds = Field(default=2, le=300)
     keep_failed_hours: Hours = 24
     keep_branch_hours: Hours = 168
+    # Leftovers (runner/leftovers.py): files bigger than this are listed, not committed.
+    leftover_max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    # The runner's own identity on the commit of changes the agent left uncommitted.
+    leftover_author_name: str = "runner"
+    leftover_author_email: str = "runner-leftovers@localhost"
     verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
 
 

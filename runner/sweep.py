@@ -1,8 +1,10 @@
 """At iteration start: remove what no job needs any more, so disk use stays bounded.
 
-* ``<job root>/<uuid>`` directories whose job is not claimed/running: a succeeded, queued
-  (rolled back) or deleted job's at once; a failed, blocked or cancelled job's once it
-  finished more than RUNNER_KEEP_FAILED_HOURS ago (kept for a person to inspect).
+* ``<job root>/<uuid>`` directories whose job is not claimed/running/queued (a queued
+  job's next attempt continues from its directory: the agent's session files): a
+  succeeded or deleted job's at once; a failed, blocked or cancelled job's — and a
+  succeeded one's that holds work its branch lacks (``leftovers.json``: a patch, big
+  files) — once it finished more than RUNNER_KEEP_FAILED_HOURS ago.
 * every mirror's stale worktree registrations (``git worktree prune``);
 * job branches the runner made (``branch.<name>.runnercreated``) that no worktree uses
   and that are older than RUNNER_KEEP_BRANCH_HOURS.
@@ -26,11 +28,12 @@ from runner.contract import KEPT_FOR_INSPECTION
 from runner.gitcmd import git
 from runner.queue import Queue
 from runner.settings import Settings
-from runner.worktree import _remove_dir
+from runner.worktree import KEPT_WORK, _remove_dir
 
 log = structlog.get_logger("runner.sweep")
 
-ACTIVE = ("claimed", "running")
+# A live claim, or a job whose next attempt continues from its directory.
+ACTIVE = ("claimed", "running", "queued")
 KEPT = tuple(s.value for s in KEPT_FOR_INSPECTION)
 
 
@@ -59,7 +62,8 @@ def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
         status = row["status"] if row else None
         if status in ACTIVE:
             continue
-        if status in KEPT and _age(row, path) < keep_seconds:
+        kept = status in KEPT or (status == "succeeded" and (path / KEPT_WORK).is_file())
+        if kept and _age(row, path) < keep_seconds:
             continue
         _remove_dir(path)
         removed.append(job_id)

@@ -32,6 +32,9 @@ from runner.settings import Settings
 log = structlog.get_logger("runner.worktree")
 
 MAX_LISTED = 100
+KEPT_WORK = "leftovers.json"  # in the job dir: work the branch does not hold (patch, big files)
+# The subject of the runner's commit of changes the agent left uncommitted (runner.leftovers).
+LEFTOVER_SUBJECT = "runner: changes the agent left uncommitted"
 
 
 class BranchConflict(JobInputError):
@@ -50,6 +53,8 @@ class Workspace:
     branch: str | None = None
     base_commit: str | None = None
     url: str | None = None
+    start_commit: str | None = None  # where this attempt's work tree started
+    clone: bool = False  # a clone the agent owns (runner.clone), not a worktree of the mirror
 
 
 def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
@@ -64,25 +69,33 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         base_ref = job.get("base_ref")
         if base_ref is not None:
             inputs.check_ref(base_ref, "base_ref", settings)
+    continuing = on_retry(job.get("config") or {}) == "continue"
     settings.job_root.mkdir(parents=True, exist_ok=True)
-    if job_dir.exists() or job_dir.is_symlink():  # a previous attempt of this job left it
-        _remove_dir(job_dir)
-    job_dir.mkdir(mode=0o700)
+    _clear_previous_attempt(job_dir)
+    job_dir.mkdir(mode=0o700, exist_ok=True)
     work = job_dir / "work"
     if not url:
         work.mkdir()
+        if settings.agent.isolated:  # the agent's to write in, under its own uid
+            os.chown(work, settings.agent.uid, settings.agent.gid)
         return Workspace(job_dir=job_dir, path=work)
     assert branch is not None
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)
     push = (job.get("config") or {}).get("push") is True
+    # An agent under a uid of its own gets a clone it owns (runner/clone.py); one that shares
+    # the runner's uid could write the mirror anyway, so it gets the cheaper worktree.
+    own_clone = settings.agent.isolated
     with repo_cache.locked(mirror, settings):
         action = repo_cache.ensure_mirror(url, mirror, settings)
         try:
             git("worktree", "prune", cwd=mirror, settings=settings)
             base_commit = _resolve_base(mirror, base_ref, url, settings)
-            _claim_branch(mirror, branch, job_id, base_commit, push, settings)
-            git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), base_commit,
-                cwd=mirror, settings=settings)
+            start = _claim_branch(mirror, branch, job_id, base_commit, push, continuing, settings)
+            if own_clone:
+                git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
+            else:
+                git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), start,
+                    cwd=mirror, settings=settings)
             config = str(mirror / "config")
             git("config", "--file", config, "--", f"branch.{branch}.runnerjob", job_id)
             git("config", "--file", config, "--", f"branch.{branch}.runnercreated",
@@ -90,15 +103,28 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         except GitFailed as exc:
             raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
     log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch,
-             base=base_ref or "HEAD", base_commit=base_commit)
+             base=base_ref or "HEAD", base_commit=base_commit,
+             continued_from=start if start != base_commit else None)
     ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch,
-                   base_commit=base_commit, url=url)
+                   base_commit=base_commit, url=url, start_commit=start, clone=own_clone)
     # Check out outside the lock; git never writes through a symlink in the tree.
-    git("reset", "-q", "--hard", cwd=work, settings=settings)
+    try:
+        if own_clone:
+            from runner import clone
+            clone.create(ws, settings)
+        else:
+            git("reset", "-q", "--hard", cwd=work, settings=settings)
+    except BaseException:
+        # A partial checkout holds nothing of an agent's, only disk space (a full disk).
+        _remove_dir(work)
+        raise
     escaping = inputs.escaping_symlinks(work)
     if escaping:
         raise UnsafeRepository("the repository contains symlinks that point outside its "
                                "worktree, which the runner refuses: " + "; ".join(escaping))
+    if own_clone:
+        from runner import clone
+        clone.hand_to_agent(ws, settings.agent)
     return ws
 
 
@@ -118,9 +144,44 @@ def _resolve_base(mirror: Path, base_ref: str | None, url: str, settings: Settin
                      f"{inputs.display_url(url)}")
 
 
+def on_retry(config: dict[str, Any]) -> str:
+    """``config.on_retry``: ``continue`` (default) — a later attempt starts from the job's
+    branch as the earlier ones left it — or ``restart`` from the base."""
+    value = config.get("on_retry", "continue")
+    if value not in ("continue", "restart"):
+        raise JobInputError(f"config.on_retry must be \"continue\" or \"restart\", got {str(value)[:40]!r}")
+    return value
+
+
+# What a previous attempt leaves in the job directory that the next one keeps: the
+# agent's HOME (Claude's session files, for --resume) and patches of kept leftovers.
+_KEPT_ACROSS_ATTEMPTS = ("home",)
+
+
+def _clear_previous_attempt(job_dir: Path) -> None:
+    """Remove what a previous attempt of this job left, but its agent's HOME and patches.
+
+    Its worktree's changes are on the branch already (committed by the runner at its end,
+    or by runner.leftovers.rescue_previous after a crash), so ``work/`` goes."""
+    if job_dir.is_symlink() or (job_dir.exists() and not job_dir.is_dir()):
+        _remove_dir(job_dir)
+        return
+    if not job_dir.exists():
+        return
+    for entry in job_dir.iterdir():
+        if entry.name in _KEPT_ACROSS_ATTEMPTS and entry.is_dir() and not entry.is_symlink():
+            continue
+        if (entry.name.endswith(".patch") or entry.name == KEPT_WORK) and entry.is_file() \
+                and not entry.is_symlink():
+            continue
+        _remove_dir(entry)
+
+
 def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
-                  settings: Settings) -> None:
+                  continuing: bool, settings: Settings) -> str:
+    """Check the branch may be used; return the commit the worktree starts from."""
     local = _rev(mirror, f"refs/heads/{branch}", settings)
+    start = base
     if local is not None:
         user = _worktree_of(mirror, branch, settings)
         if user is not None:
@@ -129,7 +190,12 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
         owner = git("config", "--file", str(mirror / "config"), "--get", "--",
                     f"branch.{branch}.runnerjob", check=False).stdout.strip()
         extra = _count(mirror, f"{base}..{local}", settings)
-        if owner == job_id:
+        if owner == job_id and continuing:
+            # An earlier attempt's work (its commits and the runner's leftover commit) is
+            # where this one goes on.
+            start = local
+            log.info("branch_continued_from_previous_attempt", branch=branch, commits=extra)
+        elif owner == job_id:
             log.info("branch_reset_previous_attempt", branch=branch, discarded_commits=extra)
         elif extra:
             made_by = f"job {owner}" if owner else "something other than the runner"
@@ -142,6 +208,7 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
         raise BranchConflict(
             f"branch {branch!r} already exists on the remote with commits the base lacks, so "
             f"the push would be rejected; choose another branch or set base_ref to {branch!r}")
+    return start
 
 
 def _rev(mirror: Path, ref: str, settings: Settings) -> str | None:
@@ -182,10 +249,16 @@ def commits(ws: Workspace, settings: Settings | None = None) -> dict[str, Any]:
     spec = f"{ws.base_commit}..{head}"
     flags = ("--no-ext-diff", "--no-textconv")
     count = _count(ws.mirror, spec, settings)  # type: ignore[arg-type]
-    out = git("log", f"--max-count={MAX_LISTED}", "--format=%H%x09%s", "--end-of-options",
+    out = git("log", f"--max-count={MAX_LISTED}", "--format=%H%x09%ae%x09%s", "--end-of-options",
               spec, cwd=ws.mirror, settings=settings).stdout
-    listed = [dict(zip(("sha", "subject"), line.split("\t", 1)))
-              for line in out.splitlines() if line]
+    listed = []
+    for line in out.splitlines():
+        sha, email, subject = (line.split("\t", 2) + ["", ""])[:3]
+        entry = {"sha": sha, "subject": subject}
+        if subject == LEFTOVER_SUBJECT and settings is not None \
+                and email == settings.leftover_author_email:
+            entry["by"] = "runner"  # the runner's commit of what the agent left uncommitted
+        listed.append(entry)
     short = git("diff", "--shortstat", *flags, ws.base_commit, head, cwd=ws.mirror,
                 settings=settings).stdout.strip()
     numstat = git("diff", "--numstat", *flags, ws.base_commit, head, cwd=ws.mirror,
@@ -208,6 +281,11 @@ def _int(text: str) -> int | None:
 
 
 # -- removal and the sweep -------------------------------------------------------------
+
+def holds_kept_work(ws: Workspace) -> bool:
+    """True when the job directory holds work that is not on the job's branch."""
+    return (ws.job_dir / KEPT_WORK).is_file()
+
 
 def remove(ws: Workspace, settings: Settings | None = None) -> None:
     """Remove the job directory and its worktree registration (the branch stays)."""

@@ -76,7 +76,8 @@ def test_branch_policy(queue, runner_env, tmp_path):
     url = make_git_repo(tmp_path / "origin")
     commit(tmp_path / "origin", {"v.txt": "1"}, "v1")
     subprocess.run(["git", "-C", str(tmp_path / "origin"), "tag", "v1"], check=True)
-    # A job's own earlier attempt: the branch is reset, not stacked on.
+    # A job's own earlier attempt with on_retry "restart": the branch is reset, not
+    # stacked on (the default, "continue": tests/test_workspace_safety.py).
     retried = queue.enqueue(prompt="p", repo_url=url, branch="feature/x", max_attempts=2,
                             config=fake(write={"a.txt": "a"}, commit="attempt", exit=1))
     env = {**runner_env, "RUNNER_RETRY_BACKOFF_SECONDS": "0"}
@@ -84,7 +85,8 @@ def test_branch_policy(queue, runner_env, tmp_path):
     assert queue.get(retried["id"])["status"] == "queued"
     with queue.conn.cursor() as cur:  # second attempt succeeds
         cur.execute("UPDATE jobs SET config = %s WHERE id = %s",
-                    (json.dumps(fake(write={"a.txt": "b"}, commit="attempt 2")), retried["id"]))
+                    (json.dumps({**fake(write={"a.txt": "b"}, commit="attempt 2"),
+                                 "on_retry": "restart"}), retried["id"]))
     out = run_one_job(env).stdout
     assert "branch_reset_previous_attempt" in _names(out)
     row = queue.get(retried["id"])

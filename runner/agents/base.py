@@ -25,6 +25,8 @@ class RunContext:
     job_dir: Path
     payload_path: Path
     prompt: str
+    # The agent's own session of an earlier attempt to resume (runner.continuation).
+    resume_session: str | None = None
 
 
 @dataclass
@@ -83,6 +85,10 @@ def outcome_from_exit_code(run: RunOutput) -> Outcome:
 
 class Agent:
     name = "agent"
+
+    def resumable(self, job_dir: Path, session_id: str | None) -> bool:
+        """True when this agent can resume ``session_id`` from files on this host."""
+        return False
 
     def validate(self, config: dict[str, Any], settings: Settings) -> None:
         """Raise InvalidAgentConfig for anything wrong in the job's config."""

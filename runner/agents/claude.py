@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from runner.agents import validate as check
@@ -25,6 +26,9 @@ EFFORTS = ("low", "medium", "high", "xhigh", "max")
 AUTH_TEXT = re.compile(
     r"invalid api key|invalid x-api-key|oauth token has expired|oauth session expired|"
     r"please run /login|failed to authenticate|authentication_error|not logged in", re.I)
+# A session id as Claude Code prints it; the value comes from the agent's stream, so only
+# this shape ever reaches --resume.
+SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 USAGE_TEXT = re.compile(
     r"usage limit reached|(?:you['’]ve |you have )?hit your (?:[\w-]+ )?limit", re.I)
 
@@ -41,9 +45,18 @@ class ClaudeAgent(Agent):
         check.max_turns(config)
         check.mcp_config(config, settings)
 
+    def resumable(self, job_dir: Path, session_id: str | None) -> bool:
+        """The session's transcript is in the job's own config dir (kept across attempts)."""
+        if not session_id or not SESSION_ID.match(session_id):
+            return False
+        projects = config_dir(job_dir) / "projects"
+        return projects.is_dir() and any(projects.glob(f"*/{session_id}.jsonl"))
+
     def command(self, ctx: RunContext) -> AgentCommand:
         config, settings = ctx.config, ctx.settings
         argv = [settings.claude_bin, "-p", "--output-format", "stream-json", "--verbose"]
+        if ctx.resume_session and SESSION_ID.match(ctx.resume_session):
+            argv += ["--resume", ctx.resume_session]
         if model := check.model(config):
             argv += ["--model", model]
         if mode := check.permission_mode(config, settings, PERMISSION_MODES):
@@ -80,6 +93,12 @@ class ClaudeAgent(Agent):
         return ClaudeReader()
 
 
+def config_dir(job_dir: Path) -> Path:
+    """The CLI's config dir of one job, in the agent's HOME in the job directory: its
+    session files stay there across attempts, so a later attempt can --resume."""
+    return job_dir / "home" / ".claude"
+
+
 def claude_env(ctx: RunContext) -> dict[str, str]:
     """base_env plus exactly one Claude credential, chosen by RUNNER_CLAUDE_CREDENTIAL."""
     env = base_env(ctx)
@@ -89,6 +108,12 @@ def claude_env(ctx: RunContext) -> dict[str, str]:
         env["CLAUDE_CODE_OAUTH_TOKEN"] = oauth
     elif api_key and choice in ("auto", "api_key"):
         env["ANTHROPIC_API_KEY"] = api_key
+    if "CLAUDE_CODE_OAUTH_TOKEN" in env or "ANTHROPIC_API_KEY" in env or ctx.settings.agent.isolated:
+        # Sessions per job. Not when the CLI's only credential is a login stored in the
+        # runner's own ~/.claude: a config dir of its own would not have it.
+        sessions = config_dir(ctx.job_dir)
+        sessions.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env["CLAUDE_CONFIG_DIR"] = str(sessions)
     from_runner_env(env, "ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "IS_SANDBOX")
     env["DISABLE_AUTOUPDATER"] = "1"
     if ctx.settings.claude_disable_nonessential_traffic:

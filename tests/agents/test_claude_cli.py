@@ -204,3 +204,86 @@ def test_permission_denials_are_told_in_result_show_and_logs(claude_env, queue, 
     tail = logs.stdout.strip().splitlines()[-2:]
     assert tail[0].strip() == "warnings of the last run:", logs.stdout[-2000:]
     assert "permission denied: Bash git commit -am work" in tail[1]
+
+
+@pytest.mark.parametrize("do_push", [False, True])
+def test_readme_config_a_write_and_no_commit_gives_one_runner_commit(do_push, claude_env, queue,
+                                                                      tmp_path):
+    """The README's example config (acceptEdits), a Write and no `git commit`: the job
+    succeeds with one commit of the runner's holding the file — and, with push, pushed."""
+    from runner import repo_cache
+    from tests.conftest import make_git_repo
+
+    url = make_git_repo(tmp_path / "origin")
+    config = {"model": "sonnet", "permission_mode": "acceptEdits", "push": do_push}
+    job = queue.enqueue(prompt="Create hello.txt.", repo_url=url, config=config)
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
+
+    def responder(body):
+        if tool_results(body):
+            return text("Wrote hello.txt.")
+        return tool_use("Write", {"file_path": str(target), "content": "hello from claude\n"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, ANTHROPIC_BASE_URL=api.base_url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    commits = row["result"]["commits"]
+    assert commits["count"] == 1 and commits["list"][0]["by"] == "runner", commits
+    sha = commits["list"][0]["sha"]
+    mirror = repo_cache.mirror_dir(Path(claude_env["RUNNER_CACHE_DIR"]), url)
+    shown = subprocess.run(["git", "-C", str(mirror), "show", f"{sha}:hello.txt"],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == "hello from claude\n"
+    if do_push:
+        assert row["result"]["pushed"]["sha"] == sha
+        remote = subprocess.run(["git", "-C", str(tmp_path / "origin"), "show",
+                                 f"refs/heads/runner/{str(job['id'])[:8]}:hello.txt"],
+                                capture_output=True, text=True, check=True).stdout
+        assert remote == "hello from claude\n"
+
+
+def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_path):
+    """Attempt 1 writes a file, then its next answer streams past the job's timeout. The
+    retry resumes that session (--resume): its request to the API carries the earlier
+    turns, and it goes on from the branch with the runner's commit of that file."""
+    import json as _json
+
+    from tests.conftest import make_git_repo
+    from tests.fakes.anthropic_api import last_user_content
+
+    url = make_git_repo(tmp_path / "origin")
+    job = queue.enqueue(prompt="Create hello.txt, then explain it.", repo_url=url, max_attempts=2,
+                        config={**CONFIG, "timeout_s": 30})
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
+
+    def responder(body):
+        if "resumes this session" in _json.dumps(last_user_content(body)):
+            return text("Explained.")
+        if tool_results(body):
+            return slow_text(600, 0.1)  # a minute: past the timeout
+        return tool_use("Write", {"file_path": str(target), "content": "hello\n"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url,
+                           RUNNER_RETRY_BACKOFF_SECONDS="0")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        first = queue.get(job["id"])
+        assert first["status"] == "queued" and first["error"] == "timed out after 30 s", first["error"]
+        session = first["result"]["session_id"]
+        assert session and first["result"]["commits"]["list"][0]["by"] == "runner"
+        proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url)
+        requests = api.message_requests
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    assert row["result"]["summary"] == "Explained."
+    assert f'"resumed_session": "{session}"' in proc.stdout
+    resumed = [r for r in requests if "resumes this session" in _json.dumps(last_user_content(r.body))]
+    assert resumed, [r.body.get("messages") for r in requests]
+    earlier = _json.dumps(resumed[0].body["messages"][:-1])
+    assert "Create hello.txt, then explain it." in earlier  # the first attempt's prompt …
+    assert '"tool_use"' in earlier and '"Write"' in earlier  # … and its tool call
+    # The retry went on from the branch: the runner's commit of hello.txt is its base.
+    assert row["result"]["commits"]["count"] == 1 and "hello.txt" in _json.dumps(row["result"]["commits"])

@@ -1,7 +1,10 @@
 """A small fake agent for fast tests, run as the ``command`` agent.
 
 It reads its job from ``$RUNNER_PAYLOAD`` and does what ``config.fake`` says, in order:
-``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``blocked`` (writes BLOCKED.md),
+``stdout`` / ``stderr`` lines, ``write`` files, ``commit``, ``write_after`` (files written
+after the commit, left uncommitted), ``run`` (shell commands), ``log_to`` (appends the branch's
+subjects and the prompt at start), ``sleep_unless_exists`` (a file: hang unless it is
+there at start), ``blocked`` (writes BLOCKED.md),
 ``grandchild`` (starts a process that tries to outlive it, writing its pid to a file),
 ``escapee`` ({"pidfile", "after", "path"}: a process in a session of its own, as Claude
 Code runs its Bash tool, that writes ``path`` after ``after`` seconds), ``raw_stdout``
@@ -19,6 +22,14 @@ from pathlib import Path
 payload = json.loads(Path(os.environ["RUNNER_PAYLOAD"]).read_text())
 spec = (payload.get("config") or {}).get("fake") or {}
 
+if spec.get("log_to"):  # what this attempt starts from: the branch's subjects, its prompt
+    subjects = subprocess.run(["git", "log", "--format=%s"], capture_output=True,
+                              text=True).stdout.split("\n")
+    with open(spec["log_to"], "a") as fh:
+        fh.write(json.dumps({"subjects": [s for s in subjects if s],
+                             "prompt": os.environ.get("RUNNER_PROMPT", "")}) + "\n")
+# A first attempt (the file is not there yet) hangs; a later one that continues does not.
+hang = bool(spec.get("sleep_unless_exists")) and not Path(spec["sleep_unless_exists"]).exists()
 if spec.get("pidfile"):
     Path(spec["pidfile"]).write_text(str(os.getpid()))
 for line in spec.get("stdout", []):
@@ -29,7 +40,13 @@ for name, text in (spec.get("write") or {}).items():
     Path(name).write_text(text)
 if spec.get("commit"):
     subprocess.run(["git", "add", "-A"], check=True)
-    subprocess.run(["git", "commit", "-q", "-m", spec["commit"]], check=True)
+    if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode:  # something staged
+        subprocess.run(["git", "commit", "-q", "-m", spec["commit"]], check=True)
+for name, text in (spec.get("write_after") or {}).items():  # left uncommitted
+    Path(name).parent.mkdir(parents=True, exist_ok=True)
+    Path(name).write_text(text)
+for command in spec.get("run") or []:  # shell commands in the worktree, in order
+    subprocess.run(command, shell=True, check=True)
 if spec.get("blocked"):
     Path("BLOCKED.md").write_text(spec["blocked"])
 if spec.get("grandchild"):
@@ -57,6 +74,6 @@ if spec.get("big_line"):
     sys.stdout.buffer.flush()
 if spec.get("env_dump"):
     Path(spec["env_dump"]).write_text(json.dumps(dict(os.environ)))
-time.sleep(float(spec.get("sleep", 0)))
+time.sleep(float(spec.get("sleep", 0)) + (600 if hang else 0))
 print(json.dumps({"fake": "done"}), flush=True)
 sys.exit(int(spec.get("exit", 0)))

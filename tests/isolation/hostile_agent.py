@@ -33,7 +33,15 @@ for d in sys.argv[1:]:
 # anybody else (the runner's uid, root) to read what its own uid may not.
 status = Path("/proc/self/status").read_text()
 found["own capabilities"] = "\n".join(l for l in status.splitlines() if l.startswith("Cap"))
-for uid in sorted({os.stat(f"/proc/{p}").st_uid for p in os.listdir("/proc") if p.isdigit()} | {0}):
+def owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:  # the process ended between the listing and the look
+        return None
+
+
+uids = {owner(p) for p in os.listdir("/proc") if p.isdigit()} - {None}
+for uid in sorted(uids | {0}):
     if uid == os.getuid():
         continue
     pid = os.fork()
