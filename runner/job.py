@@ -108,6 +108,7 @@ class JobRun:
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
                          payload_path=payload_path, prompt=prompt, resume_session=resume)
         command = agent.command(ctx)
+        self._give_to_agent(self.workspace.job_dir / "mcp.json")  # a job's inline MCP config
         self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
             return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped before the agent started")
@@ -212,10 +213,14 @@ class JobRun:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(body, fh, default=str, indent=2)
-        agent = self.settings.agent
-        if agent.isolated:  # the job's own data: its agent reads it under its own uid
-            os.chown(path, agent.uid, agent.gid)
+        self._give_to_agent(path)
         return path
+
+    def _give_to_agent(self, path: Path) -> None:
+        """The job's own private file (0600), for its agent to read under its own uid."""
+        agent = self.settings.agent
+        if agent.isolated and path.exists():
+            os.chown(path, agent.uid, agent.gid)
 
     # -- recording ---------------------------------------------------------------------
 

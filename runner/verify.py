@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.agent_user import AgentUser
 from runner.errors import JobInputError
 from runner.settings import Settings
 
@@ -80,12 +81,17 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def run(plan: Plan, cwd: Path, env: dict[str, str], write_line: Callable[[str], None],
-        should_stop: Callable[[], str | None] = lambda: None) -> Report:
+        should_stop: Callable[[], str | None] = lambda: None,
+        agent: AgentUser | None = None) -> Report:
+    """Each command in turn, in the work tree. With an agent of its own uid the commands
+    run as that uid: they execute what the agent wrote (a test suite, package scripts),
+    so they get no more than the agent had."""
     report = Report(ok=True)
     for argv in plan.commands:
         shown = shlex.join(argv)[:300]
         write_line(f"[verify] $ {shown}")
-        code, tail, seconds, stop = _run_one(argv, cwd, clean_env(env), plan.timeout,
+        spawned = agent.command(argv) if agent is not None and agent.isolated else argv
+        code, tail, seconds, stop = _run_one(spawned, cwd, clean_env(env), plan.timeout,
                                              write_line, should_stop)
         report.ran.append({"command": shown, "exit_code": code, "seconds": round(seconds, 2)})
         if stop is not None:

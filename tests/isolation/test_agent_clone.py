@@ -158,3 +158,26 @@ def test_an_isolated_agent_without_a_repository_can_write_its_work_dir(isolated_
     row = queue.get(job["id"])
     assert row["status"] == "succeeded", (row["error"], proc.stdout[-3000:])
     assert not (Path(env["RUNNER_JOB_ROOT"]) / str(job["id"])).exists()
+
+
+def test_verify_commands_run_as_the_agent_not_as_the_runner(isolated_env, queue, tmp_path):
+    # Verify runs what the agent wrote (its tests, its package scripts): as the runner it
+    # would have the runner's reach. It gets the agent's uid, and the work tree to write in.
+    env, findings = isolated_env
+    url = make_git_repo(tmp_path / "origin")
+    state_dir = env["RUNNER_STATE_DIR"]
+    probe = ("import os, pathlib\n"
+             "print('VERIFY-UID', os.getuid())\n"
+             "pathlib.Path('built.txt').write_text('x')\n"
+             f"try:\n    os.listdir({state_dir!r}); print('READ-RUNNER-STATE')\n"
+             "except OSError:\n    print('STATE-REFUSED')\n")
+    config = {**fake(write={"a.txt": "a\n"}, commit="job a"), "verify": [[SYSTEM_PYTHON, "-c", probe]]}
+    job = queue.enqueue(prompt="p", repo_url=url, config=config)
+    proc = run_one_job(env)
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", (row["error"], proc.stdout[-3000:])
+    log = (Path(env["RUNNER_LOG_DIR"]) / "jobs" / f"{job['id']}.log").read_text()
+    from tests.isolation.test_agent_user import _user
+    assert f"[verify] VERIFY-UID {_user('rtest-agent').pw_uid}" in log
+    said = [line for line in log.splitlines() if line.startswith("[verify] ") and "$" not in line]
+    assert "[verify] STATE-REFUSED" in said and "[verify] READ-RUNNER-STATE" not in said, said
