@@ -64,6 +64,9 @@ class Listener:
             data = json.loads(payload)
         except ValueError:
             return True  # an unreadable notice is a reason to look, not to ignore
+        # A cancel request, a claim change or a progress report is no new work.
+        if data.get("event") not in (None, "enqueued", "status"):
+            return False
         return data.get("status") == "queued" and data.get("queue") in self.queues
 
 

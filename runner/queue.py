@@ -181,6 +181,11 @@ class Queue:
                          lease_seconds=lease_seconds)
         return rows[0] if rows else None
 
+    def claim_state(self, claim: Claim) -> dict[str, Any] | None:
+        """The row's cancel flag under our claim token; None when the claim is lost."""
+        rows = self._run("claim_state", id=claim.id, token=claim.token)
+        return rows[0] if rows else None
+
     def finish(self, claim: Claim, status: str, *, result: dict[str, Any] | None = None,
                error: str | None = None, **detail: Any) -> bool:
         if error is not None:

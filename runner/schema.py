@@ -52,6 +52,9 @@ jobs = Table(
     Column("result", JSONB),
     Column("error", Text),
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    # The latest progress snapshot of a running job (turns, tool, tokens, cost, last text);
+    # the history is in job_events (event 'progress'). Migration 0003_live.
+    Column("progress", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
     CheckConstraint(

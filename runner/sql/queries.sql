@@ -92,6 +92,13 @@ SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
 WHERE id = %(id)s AND claim_token = %(token)s AND status IN ('claimed', 'running')
 RETURNING cancel_requested, lease_until;
 
+-- name: claim_state
+-- The heartbeat's check when a notification names its job (a hint, never proof): no row
+-- means the claim is lost; cancel_requested says whether to stop. Changes nothing.
+SELECT cancel_requested, lease_until
+FROM jobs
+WHERE id = %(id)s AND claim_token = %(token)s AND status IN ('claimed', 'running');
+
 -- name: finish
 -- A recorded end: succeeded, failed, blocked or cancelled.
 WITH updated AS (
