@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner import gates, logs, push, state, verify, worktree
+from runner import budget, gates, logs, push, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
@@ -84,6 +84,7 @@ class JobRun:
             raise JobInputError(f"config must be a JSON object, got {type(config).__name__}")
         prompt = build_prompt(self.job, self.settings)
         agent = select_agent(config, self.settings)
+        limits = budget.limits(config, self.settings)
         timeout = _timeout(config, self.settings)
         checks = verify.parse(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
@@ -100,7 +101,8 @@ class JobRun:
                                        pid=os.getpid()):
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
-        reader = self.reader = agent.reader()
+        budget.log_limits(limits)
+        reader = self.reader = budget.BudgetedReader(agent.reader(), limits)
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     quota_max_wait_seconds: float = Field(default=3600, ge=0, le=7 * 86400)
     # A usage-limit reset the agent's output names is believed only this far ahead.
     max_usage_wait_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
+    # The most one job may spend, in dollars (runner/budget.py): caps config.max_budget_usd
+    # and is the budget of a job that names none. Unset: no ceiling.
+    max_budget_usd: float | None = Field(default=None, gt=0, le=10_000)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")

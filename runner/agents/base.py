@@ -57,6 +57,10 @@ class StreamReader:
         """What the stream told so far (usage, session …), for a run stopped before its end."""
         return {}
 
+    def finished(self) -> bool:
+        """True once the stream carried the run's final event (nothing left to stop)."""
+        return False
+
 
 def json_event(line: str) -> dict[str, Any] | None:
     """One line of a JSONL stream as an object, or None for anything else."""
