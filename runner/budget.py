@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from runner.agents.base import RunOutput, StreamReader
+from runner.agents.base import ReaderWrapper, RunOutput, StreamReader
 from runner.errors import InvalidAgentConfig
 from runner.outcome import EarlyStop, Outcome, Verdict
 from runner.settings import Settings
@@ -125,7 +125,7 @@ def reached(lim: Limits, spent: Spend) -> str | None:
     return None
 
 
-class BudgetedReader(StreamReader):
+class BudgetedReader(ReaderWrapper):
     """Wraps an agent's reader: after every line, the spend so far against the limits.
 
     Reaching one stops the agent (EarlyStop) and ends the job ``failed``. Claude Code's own
@@ -133,10 +133,8 @@ class BudgetedReader(StreamReader):
     """
 
     def __init__(self, inner: StreamReader, lim: Limits) -> None:
-        self.inner, self.limits = inner, lim
-
-    def __getattr__(self, name: str) -> Any:  # the agent's own reader, for everything else
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.limits = lim
 
     def feed(self, stream: str, line: str) -> None:
         self.inner.feed(stream, line)
@@ -161,9 +159,6 @@ class BudgetedReader(StreamReader):
         if self.limits.any:
             outcome.result.setdefault("budget", self.limits.describe())
         return outcome
-
-    def partial_result(self) -> dict[str, Any]:
-        return self.inner.partial_result()
 
     def _failed(self, sentence: str, result: dict[str, Any]) -> Outcome:
         return Outcome(Verdict.FAILED, reason=sentence,

@@ -10,6 +10,12 @@ status change and a claim taken over (migration 0003_live). A notification about
 job is only a hint — the row is read again under the claim token, and only what the row
 says stops the agent. The renewal stays the safety net for a notification missed while
 the connection was down (after a reconnect the row is read at once, too).
+
+The same thread writes the job's progress snapshots (runner/progress.py): the agent loop
+only hands them over (``report``), so a slow database never holds up the agent's output,
+and a progress write that fails is logged and dropped — it never stops the run. Its
+connection has a statement timeout, so a database that hangs cannot hold the thread (and
+the cancel check) for longer than that.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
+from typing import Any
 
 import psycopg
 import structlog
 
-from runner.errors import DatabaseUnavailable
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
+from runner.progress import PROGRESS_SECONDS
 from runner.queue import NOTIFY_CHANNEL, Claim, Queue
 
 log = structlog.get_logger("runner.heartbeat")
@@ -32,6 +41,10 @@ PRESENCE_SECONDS = 15.0
 LISTEN_SLICE_SECONDS = 0.2
 # Notifications this worker sends itself about its job: never a reason to look.
 _OWN_EVENTS = {"progress"}
+STATEMENT_TIMEOUT_MS = 5000
+# Urgent snapshots (tool start/end, turn) waiting while the database is slow: the oldest
+# go first when more pile up (each later one holds the whole state anyway).
+_MAX_PENDING = 50
 
 
 class Heartbeat:
@@ -49,6 +62,11 @@ class Heartbeat:
         self._last_renewed = time.monotonic()  # the claim itself set the lease
         self._queue: Queue | None = None
         self._listening = False
+        self._progress_lock = threading.Lock()
+        self._urgent: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING)
+        self._latest: dict[str, Any] | None = None
+        self._last_progress = -float("inf")
+        self.progress_written = 0
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -57,6 +75,15 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+    def report(self, snapshot: dict[str, Any], urgent: bool) -> None:
+        """Hand a progress snapshot to the heartbeat's thread (called from the agent loop)."""
+        with self._progress_lock:
+            if urgent:
+                self._urgent.append(snapshot)
+                self._latest = None  # the urgent one is newer and holds everything
+            else:
+                self._latest = snapshot
 
     def stop_reason(self) -> str | None:
         if self.lost.is_set():
@@ -73,6 +100,7 @@ class Heartbeat:
         next_beat, next_presence = now + self.interval, now + PRESENCE_SECONDS
         try:
             while not self._stop.is_set():
+                self._write_progress()
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + self.interval
@@ -84,6 +112,7 @@ class Heartbeat:
                     self.check("notified")
                 if self.lost.is_set():
                     return
+            self._write_progress(final=True)  # the last tool's end, before the outcome
         finally:
             self._close()
 
@@ -91,7 +120,8 @@ class Heartbeat:
 
     def _open(self) -> Queue:
         if self._queue is None:
-            self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat")
+            self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat",
+                                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
             self._listening = False
         if not self._listening:
             try:
@@ -184,6 +214,29 @@ class Heartbeat:
         if row["cancel_requested"] and not self.cancel_requested.is_set():
             log.info("cancel_requested", job_id=str(self.claim.id))
             self.cancel_requested.set()
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _write_progress(self, final: bool = False) -> None:
+        with self._progress_lock:
+            due = bool(self._urgent) or (self._latest is not None and (
+                final or time.monotonic() - self._last_progress >= PROGRESS_SECONDS))
+            if not due:
+                return
+            batch = list(self._urgent) if self._urgent else [self._latest]
+            self._urgent.clear()
+            self._latest = None
+        self._last_progress = time.monotonic()
+        for snapshot in batch:
+            try:
+                self._open().progress(self.claim, {**snapshot, "attempt": self.claim.job.get("attempts")})
+                self.progress_written += 1
+            except DatabaseUnavailable as exc:
+                self._close()
+                log.warning("progress_not_written", error=str(exc), dropped=len(batch))
+                return
+            except DatabaseWriteFailed as exc:
+                log.warning("progress_not_written", error=str(exc))
 
     def _touch_worker(self) -> None:
         # Presence for `runner workers` while the agent runs; never a reason to stop.

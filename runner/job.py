@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from runner import budget, gates, logs, push, state, verify, worktree
+from runner import budget, gates, logs, progress, push, state, verify, worktree
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
@@ -102,10 +102,15 @@ class JobRun:
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
         budget.log_limits(limits)
-        reader = self.reader = budget.BudgetedReader(agent.reader(), limits)
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:
+            # The agent's reader, with progress (written by the heartbeat's thread) and the
+            # budget check around it.
+            inner = agent.reader()
+            tracker = progress.Tracker(agent.name, lambda: budget.spend_of(inner.partial_result()))
+            reader = self.reader = budget.BudgetedReader(
+                progress.ProgressReader(inner, tracker, heartbeat.report), limits)
 
             def should_stop() -> str | None:
                 if self.stop.is_set():

@@ -101,8 +101,8 @@ class Queue:
         self.worker_id = worker_id
 
     @classmethod
-    def open(cls, dsn: str, worker_id: str, purpose: str = "queue") -> "Queue":
-        return cls(connect(dsn, purpose, worker_id), worker_id)
+    def open(cls, dsn: str, worker_id: str, purpose: str = "queue", **options: Any) -> "Queue":
+        return cls(connect(dsn, purpose, worker_id, **options), worker_id)
 
     def close(self) -> None:
         self.conn.close()
@@ -185,6 +185,11 @@ class Queue:
         """The row's cancel flag under our claim token; None when the claim is lost."""
         rows = self._run("claim_state", id=claim.id, token=claim.token)
         return rows[0] if rows else None
+
+    def progress(self, claim: Claim, snapshot: dict[str, Any]) -> bool:
+        """Record a progress snapshot of our running job; False when it is not ours (any more)."""
+        return bool(self._run("progress", id=claim.id, token=claim.token,
+                              worker_id=self.worker_id, progress=_jsonb(snapshot)))
 
     def finish(self, claim: Claim, status: str, *, result: dict[str, Any] | None = None,
                error: str | None = None, **detail: Any) -> bool:

@@ -99,6 +99,22 @@ SELECT cancel_requested, lease_until
 FROM jobs
 WHERE id = %(id)s AND claim_token = %(token)s AND status IN ('claimed', 'running');
 
+-- name: progress
+-- A progress snapshot of a running job (runner/progress.py), from the heartbeat's thread:
+-- the latest in jobs.progress, every one a job_events row, announced with event
+-- 'progress'. Under the claim token, like every write after the claim.
+WITH updated AS (
+    UPDATE jobs SET progress = %(progress)s || jsonb_build_object('at', now())
+    WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running'
+    RETURNING id, queue, status, progress
+), event AS (
+    INSERT INTO job_events (job_id, worker_id, event, detail)
+    SELECT id, %(worker_id)s, 'progress', progress FROM updated
+)
+SELECT pg_notify('runner_jobs', json_build_object('id', id, 'queue', queue, 'status', status,
+                                                  'event', 'progress')::text) AS notified
+FROM updated;
+
 -- name: finish
 -- A recorded end: succeeded, failed, blocked or cancelled.
 WITH updated AS (
