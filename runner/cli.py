@@ -234,6 +234,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _duration(seconds: Any) -> str | None:
+    """1h02m, 4m05s, 12s — how long a job has been running."""
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return None
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def _json_value(value: Any) -> str:
     # ISO 8601 (2026-12-02T04:28:24.900000+00:00) for timestamps; str() for uuids and the rest.
     return value.isoformat() if isinstance(value, datetime) else str(value)
@@ -343,9 +353,13 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
             removed = q.prune_workers(args.gone_minutes * 60)
             print(f"removed {removed} worker row(s) not seen for {args.gone_minutes} minute(s)")
         rows = q.workers()
+    from runner.progress import summary
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
-    print(table(rows, ["id", "host", "pid", "state", "current_job", "last_seen_at", "version"]))
+        r["running_for"] = _duration(r.get("job_seconds"))
+        r["progress"] = summary(r.get("progress"))
+    print(table(rows, ["id", "host", "pid", "state", "current_job", "running_for", "progress",
+                       "last_seen_at", "version"]))
     return 0
 
 

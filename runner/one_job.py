@@ -113,7 +113,16 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
     listener = Listener(settings.dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop,
-                          presence=lambda: _presence(queue))
+                          presence=lambda: _presence(queue),
+                          waiting=lambda: _seen(queue, "waiting", settings))
+
+
+def _seen(queue: Queue, state_name: str, settings: Settings) -> None:
+    """The worker row's state (`runner workers`); a failure here is no reason to stop."""
+    try:
+        queue.worker_seen(state_name, queues=settings.queues)
+    except DatabaseUnavailable as exc:
+        log.warning("worker_presence_failed", error=str(exc))
 
 
 def _presence(queue: Queue) -> None:

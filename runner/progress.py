@@ -194,3 +194,21 @@ class ProgressReader(ReaderWrapper):
                 self.report(self.tracker.snapshot(change), change in _URGENT)
         except Exception:  # noqa: BLE001 - progress is a view; the run goes on without it
             pass
+
+
+def summary(snapshot: Any) -> str | None:
+    """One short line for ``runner workers`` and ``runner jobs --watch``:
+    ``turn 3 · Write …/step2.txt (done) · 51.7k tokens · $0.0457``."""
+    if not isinstance(snapshot, dict):
+        return None
+    parts = [f"turn {snapshot.get('turns') or 0}"]
+    tool = snapshot.get("tool")
+    if isinstance(tool, dict) and tool.get("name"):
+        arg = f" {str(tool['arg'])[-30:]}" if tool.get("arg") else ""
+        parts.append(f"{tool['name']}{arg} ({tool.get('state')})")
+    tokens = snapshot.get("tokens")
+    if isinstance(tokens, int):
+        parts.append(f"{tokens / 1000:.1f}k tokens" if tokens >= 1000 else f"{tokens} tokens")
+    if isinstance(snapshot.get("cost_usd"), (int, float)):
+        parts.append(f"${snapshot['cost_usd']:.4f}")
+    return " · ".join(parts)

@@ -207,7 +207,7 @@ SELECT * FROM jobs WHERE id = %(id)s;
 
 -- name: list_jobs
 SELECT id, queue, kind, status, priority, attempts, max_attempts, claimed_by,
-       created_at, updated_at, finished_at, error
+       created_at, updated_at, finished_at, error, progress
 FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
@@ -226,10 +226,13 @@ SET host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
     last_seen_at = now();
 
 -- name: list_workers
-SELECT id, host, pid, version, state, current_job, queues, last_seen_at, started_at,
-       last_seen_at < now() - interval '1 minute' AS gone
-FROM workers
-ORDER BY last_seen_at DESC;
+-- With the job a worker runs: its progress snapshot and how long it has run.
+SELECT w.id, w.host, w.pid, w.version, w.state, w.current_job, w.queues, w.last_seen_at,
+       w.started_at, w.last_seen_at < now() - interval '1 minute' AS gone,
+       j.progress, extract(epoch FROM now() - j.started_at)::float8 AS job_seconds
+FROM workers w
+LEFT JOIN jobs j ON j.id = w.current_job AND j.status IN ('claimed', 'running')
+ORDER BY w.last_seen_at DESC;
 
 -- name: touch_worker
 -- Presence only: the worker is alive (while it waits for work, and on each heartbeat).
