@@ -275,9 +275,11 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     with _queue(settings) as q:
         job = _get(q, args.id)
         events = q.events(job["id"])
+        deliveries = q.webhook_deliveries(job["id"])
     job.pop("claim_token", None)
     if args.json:
-        print(json.dumps({**job, "events": events}, default=_json_value, indent=2, sort_keys=True))
+        print(json.dumps({**job, "events": events, "webhook_deliveries": deliveries},
+                         default=_json_value, indent=2, sort_keys=True))
         return 0
     for key in ("id", "status", "queue", "kind", "priority", "attempts", "max_attempts",
                 "repo_url", "branch", "base_ref", "claimed_by", "created_at", "started_at",
@@ -292,6 +294,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     print("\nevents:")
     print(table([{**e, "detail": json.dumps(e["detail"], sort_keys=True, default=str)} for e in events],
                 ["at", "event", "worker_id", "detail"]))
+    if deliveries:
+        print("\nwebhook deliveries:")
+        print(table(deliveries, ["id", "event", "attempts", "delivered_at", "last_status",
+                                 "next_attempt_at", "last_error"]))
     return 0
 
 

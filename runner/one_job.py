@@ -16,7 +16,7 @@ import time
 
 import structlog
 
-from runner import isolation, logs, quota, state
+from runner import isolation, logs, quota, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.job import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobRun
 from runner.listen import Listener, wait_and_claim
@@ -69,6 +69,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)
+        webhook.deliver_due(queue, settings)
         if not quota.gate(settings, stop, lambda: queue.worker_seen("quota_wait", queues=settings.queues)):
             return EXIT_STOPPED
         claim = claim_or_wait(queue, settings, stop)
@@ -79,6 +80,8 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         queue.worker_seen("running", current_job=claim.id, queues=settings.queues)
         code = JobRun(settings, queue, claim, sink, run_log, stop).run()
         queue.worker_seen("idle", queues=settings.queues)
+        if not stop.is_set():  # a stopping worker leaves deliveries to the next one
+            webhook.deliver_due(queue, settings)  # the job just recorded, told at once
         return code
 
 
@@ -113,7 +116,7 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
     listener = Listener(settings.dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop,
-                          presence=lambda: _presence(queue),
+                          presence=lambda: _presence(queue, settings),
                           waiting=lambda: _seen(queue, "waiting", settings))
 
 
@@ -125,11 +128,12 @@ def _seen(queue: Queue, state_name: str, settings: Settings) -> None:
         log.warning("worker_presence_failed", error=str(exc))
 
 
-def _presence(queue: Queue) -> None:
+def _presence(queue: Queue, settings: Settings) -> None:
     try:
         queue.touch_worker()  # `runner workers` shows a waiting worker as alive
     except DatabaseUnavailable as exc:
         log.warning("worker_presence_failed", error=str(exc))
+    webhook.deliver_due(queue, settings)  # retries fall due while the queue is empty
 
 
 def _record_iteration(settings: Settings, seconds: float, code: int) -> None:

@@ -237,6 +237,23 @@ class Queue:
     def touch_worker(self) -> None:
         self._run("touch_worker", id=self.worker_id)
 
+    # -- webhook outbox (runner/webhook.py) --------------------------------------------------
+
+    def webhook_next(self, lease_seconds: float) -> dict[str, Any] | None:
+        rows = self._run("webhook_next", lease_seconds=lease_seconds)
+        return rows[0] if rows else None
+
+    def webhook_delivered(self, delivery_id: uuid.UUID, status: int) -> None:
+        self._run("webhook_delivered", id=delivery_id, status=status)
+
+    def webhook_failed(self, delivery_id: uuid.UUID, status: int | None, error: str,
+                       retry_seconds: float) -> None:
+        self._run("webhook_failed", id=delivery_id, status=status, error=_safe(error),
+                  retry_seconds=retry_seconds)
+
+    def webhook_deliveries(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        return self._run("webhook_deliveries", id=job_id)
+
     # -- operations (runner logs, /metrics) ---------------------------------------------
 
     def job_status(self, job_id: uuid.UUID | str) -> str | None:

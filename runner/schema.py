@@ -99,3 +99,21 @@ job_events = Table(
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Index("job_events_job_at", "job_id", "at"),
 )
+
+# Webhook deliveries (runner/webhook.py), one per final status, written by a trigger in the
+# status change's own transaction (migration 0003_live).
+webhook_outbox = Table(
+    "webhook_outbox", metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Index("webhook_outbox_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    Index("webhook_outbox_job", "job_id"),
+)

@@ -275,3 +275,36 @@ RETURNING id;
 -- a job that crashes the runner every time must end, not loop for ever.
 SELECT count(*) AS faults FROM job_events
 WHERE job_id = %(id)s AND event = 'rolled_back' AND detail->>'runner_fault' = 'true';
+
+-- name: webhook_next
+-- One due delivery, leased for a while (another worker skips it; a crash before it is
+-- marked sends it again after the lease: at least once, with the same delivery id).
+WITH due AS (
+    SELECT id FROM webhook_outbox
+    WHERE delivered_at IS NULL AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_outbox o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.job_id, o.event, o.body, o.attempts, o.created_at;
+
+-- name: webhook_delivered
+UPDATE webhook_outbox
+SET delivered_at = now(), last_status = %(status)s, last_error = NULL
+WHERE id = %(id)s;
+
+-- name: webhook_failed
+UPDATE webhook_outbox
+SET next_attempt_at = now() + make_interval(secs => %(retry_seconds)s),
+    last_status = %(status)s, last_error = %(error)s
+WHERE id = %(id)s;
+
+-- name: webhook_deliveries
+-- `runner show`: a job's webhook deliveries.
+SELECT id, event, created_at, attempts, delivered_at, last_status, last_error, next_attempt_at
+FROM webhook_outbox WHERE job_id = %(id)s ORDER BY created_at;
