@@ -2,7 +2,7 @@
 group being gone, through a real `python -m runner.one_job`, next to a raw NOTIFY round
 trip measured in the same run.
 
-    python benchmarks/cancel_latency.py [--quick] [--runs N] [--cancels N]
+    python benchmarks/cancel_latency.py [--quick] [--runs N] [--cancels N] [--claude N]
 
 * raw NOTIFY: as in benchmarks/notify_latency.py (a LISTEN thread, pg_notify from another
   connection; perf_counter at receipt − before the send).
@@ -17,6 +17,9 @@ trip measured in the same run.
   is UPDATE → the ``cancelled`` status NOTIFY (the job recorded).
 * claim lost: the same, with ``UPDATE jobs SET claim_token = gen_random_uuid()`` (another
   worker took the job over); measured until the group is gone.
+* ``--claude N``: N cancels of the real Claude Code CLI (tests/tools/claude_bin.py) while
+  it streams a slow answer from the loopback Messages API (tests/fakes/anthropic_api.py);
+  the group is the one the runner's state file names.
 """
 
 from __future__ import annotations
@@ -61,23 +64,49 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def one_stop(url: str, tmp: Path, i: int, how: str) -> tuple[float, float | None]:
+def _claude_setup(tmp: Path, i: int, api_url: str) -> tuple[dict[str, str], dict]:
+    from tests.tools.claude_bin import claude_bin
+
+    home = tmp / f"home-{i}"
+    home.mkdir()
+    extra = {"RUNNER_CLAUDE_BIN": str(claude_bin()), "ANTHROPIC_BASE_URL": api_url,
+             "ANTHROPIC_API_KEY": "sk-ant-api03-fake-loopback-bench", "HOME": str(home)}
+    config = {"agent": "claude", "model": "claude-sonnet-4-5", "permission_mode": "acceptEdits",
+              "allowed_tools": ["Write"]}
+    return extra, config
+
+
+def one_stop(url: str, tmp: Path, i: int, how: str, api=None) -> tuple[float, float | None]:
     """(UPDATE → group gone, UPDATE → final status NOTIFY or None) in seconds."""
     pidfile = tmp / f"agent-{how}-{i}.pid"
     wid = f"bench-cancel-{how}-{i}"
+    extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{AGENT}\" {pidfile}"}
+    config: dict = {"agent": "command"}
+    if api is not None:
+        extra, config = _claude_setup(tmp, i, api.base_url)
+        asked_before = len(api.message_requests)
     env = runner_env(url, tmp / "rt", RUNNER_WORKER_ID=wid, RUNNER_WAIT_SECONDS="0",
-                     RUNNER_LEASE_SECONDS="600",
-                     RUNNER_AGENT_COMMAND=f"{sys.executable} -c \"{AGENT}\" {pidfile}")
+                     RUNNER_LEASE_SECONDS="600", **extra)
+    state_file = tmp / "rt" / "state"
     with Queue.open(url, "bench-app") as app, psycopg.connect(url, autocommit=True) as admin, \
             psycopg.connect(url, autocommit=True) as listen:
-        job = app.enqueue(prompt=f"cancel me {i}", config={"agent": "command"})
+        job = app.enqueue(prompt=f"cancel me {i}", config=config)
         listen.execute("LISTEN runner_jobs")
         proc = subprocess.Popen([sys.executable, "-m", "runner.one_job"], env=env, cwd=tmp,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 stdin=subprocess.DEVNULL)
         try:
-            _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the agent")
-            pgid = int(pidfile.read_text())
+            if api is None:
+                _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the agent")
+                pgid = int(pidfile.read_text())
+            else:
+                from runner.state import read_agent
+
+                _wait(lambda: read_agent(state_file, wid), 60, "the CLI")
+                pgid = read_agent(state_file, wid)[1]
+                # Streaming: the loopback API has its request and drips the answer.
+                _wait(lambda: len(api.message_requests) > asked_before, 60, "the CLI streaming")
+                time.sleep(0.3)
             _wait(lambda: app.job_status(job["id"]) == "running", 30, "running")
             _wait(lambda: admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
@@ -87,7 +116,7 @@ def one_stop(url: str, tmp: Path, i: int, how: str) -> tuple[float, float | None
             for _ in listen.notifies(timeout=0):  # drop what came before
                 pass
             t0 = time.perf_counter()
-            if how == "cancel":
+            if how in ("cancel", "claude"):
                 admin.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", [job["id"]])
             else:
                 admin.execute("UPDATE jobs SET claim_token = gen_random_uuid() WHERE id = %s",
@@ -114,6 +143,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 run, 5 cancels, 5 lost claims")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--cancels", type=int, default=None, help="per run, each of cancel and lost claim")
+    ap.add_argument("--claude", type=int, default=0, metavar="N",
+                    help="also N cancels of the real Claude Code CLI per run")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     n = args.cancels or (5 if args.quick else 20)
@@ -131,10 +162,20 @@ def main() -> None:
                 if rec is not None:
                     recorded.append(rec)
                 lost.append(one_stop(url, Path(tmpd), i, "claim")[0])
+            claude: list[float] = []
+            if args.claude:
+                from tests.fakes.anthropic_api import FakeAnthropic, slow_text
+
+                with FakeAnthropic(slow_text(600, 0.1)) as api:
+                    for i in range(args.claude):
+                        claude.append(one_stop(url, Path(tmpd), i, "claude", api)[0])
             rows.append([r + 1, load, n, ms(pct(raw, 50)), ms(pct(raw, 95)),
                          ms(pct(cancel, 50)), ms(pct(cancel, 95)), ms(max(cancel)),
                          ms(pct(recorded, 50)) if recorded else float("nan"),
-                         ms(pct(lost, 50)), ms(pct(lost, 95)), ms(max(lost)), loadavg()])
+                         ms(pct(lost, 50)), ms(pct(lost, 95)), ms(max(lost)),
+                         len(claude), ms(pct(claude, 50)) if claude else float("nan"),
+                         ms(pct(claude, 95)) if claude else float("nan"),
+                         ms(max(claude)) if claude else float("nan"), loadavg()])
         print(f"run {r + 1}/{runs} done", file=sys.stderr, flush=True)
     mid = median_index([row[5] for row in rows])
     for i, row in enumerate(rows):
@@ -145,7 +186,8 @@ def main() -> None:
     print(table(["run", "load before", "n each", "raw NOTIFY p50", "raw NOTIFY p95",
                  "cancel→gone p50", "cancel→gone p95", "cancel→gone max",
                  "cancel→`cancelled` NOTIFY p50", "claim lost→gone p50", "claim lost→gone p95",
-                 "claim lost→gone max", "load after"], rows))
+                 "claim lost→gone max", "n claude", "claude cancel→gone p50",
+                 "claude cancel→gone p95", "claude cancel→gone max", "load after"], rows))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ LISTEN_SLICE_SECONDS = 0.2
 # Notifications this worker sends itself about its job: never a reason to look.
 _OWN_EVENTS = {"progress"}
 STATEMENT_TIMEOUT_MS = 5000
+REOPEN_SECONDS = 1.0  # between attempts to reopen the LISTEN connection while it is down
 # Urgent snapshots (tool start/end, turn) waiting while the database is slow: the oldest
 # go first when more pile up (each later one holds the whole state anyway).
 _MAX_PENDING = 50
@@ -62,6 +63,7 @@ class Heartbeat:
         self._last_renewed = time.monotonic()  # the claim itself set the lease
         self._queue: Queue | None = None
         self._listening = False
+        self._reopen_at = 0.0
         self._progress_lock = threading.Lock()
         self._urgent: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING)
         self._latest: dict[str, Any] | None = None
@@ -146,10 +148,14 @@ class Heartbeat:
     def _wait_for_notice(self, seconds: float) -> bool:
         """Wait up to ``seconds`` (sliced) for a notification about this job."""
         seconds = max(0.0, min(seconds, LISTEN_SLICE_SECONDS))
+        if self._queue is None and time.monotonic() < self._reopen_at:
+            self._stop.wait(seconds)  # the database was down a moment ago: not every slice
+            return False
         try:
             conn = self._open().conn
         except DatabaseUnavailable as exc:
             log.debug("heartbeat_listen_unavailable", error=str(exc))
+            self._reopen_at = time.monotonic() + REOPEN_SECONDS
             self._stop.wait(seconds)
             return False
         try:
