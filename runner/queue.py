@@ -254,6 +254,9 @@ class Queue:
     def webhook_deliveries(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
         return self._run("webhook_deliveries", id=job_id)
 
+    def webhook_pending(self) -> dict[str, Any]:
+        return self._run("webhook_pending")[0]
+
     # -- operations (runner logs, /metrics) ---------------------------------------------
 
     def job_status(self, job_id: uuid.UUID | str) -> str | None:

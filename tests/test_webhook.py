@@ -129,3 +129,18 @@ def test_a_webhook_without_a_secret_is_a_bad_setting(runner_env):
     proc = run_one_job(runner_env, RUNNER_WEBHOOK_URL="https://app.example/hook")
     assert proc.returncode == 1
     assert "RUNNER_WEBHOOK_SECRET: Value error, required when RUNNER_WEBHOOK_URL is set" in proc.stderr
+
+
+def test_metrics_count_what_is_not_delivered_yet(receiver, queue, runner_env, git_repo, tmp_path,
+                                                 db_url):
+    from runner.metrics import render
+    from runner.settings import load_settings
+
+    env = {**runner_env, "RUNNER_WEBHOOK_URL": receiver.url, "RUNNER_WEBHOOK_SECRET": SECRET}
+    queue.enqueue(prompt="work", repo_url=git_repo, config=fake())
+    run_one_job(env)  # the app answers 503: one delivery waits
+    settings = load_settings(database_url=db_url, state_dir=tmp_path / "state",
+                             webhook_url=receiver.url, webhook_secret=SECRET)
+    text = render(settings)
+    assert "runner_webhook_pending 1\n" in text
+    assert "runner_webhook_oldest_pending_seconds " in text

@@ -308,3 +308,9 @@ WHERE id = %(id)s;
 -- `runner show`: a job's webhook deliveries.
 SELECT id, event, created_at, attempts, delivered_at, last_status, last_error, next_attempt_at
 FROM webhook_outbox WHERE job_id = %(id)s ORDER BY created_at;
+
+-- name: webhook_pending
+-- /metrics: deliveries not yet made, and how old the oldest is (the app down for how long).
+SELECT count(*) AS n,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+FROM webhook_outbox WHERE delivered_at IS NULL;
