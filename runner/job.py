@@ -75,6 +75,9 @@ class JobRun:
     # -- the steps -------------------------------------------------------------------
 
     def execute(self) -> Outcome:
+        if self.job.get("cancel_requested"):
+            # A web app's own UPDATE of a queued row sets only the flag: never start it.
+            return Outcome(Verdict.CANCELLED, reason="cancelled before it started")
         for column in ("config", "payload"):
             if isinstance(self.job.get(column), TooDeep):
                 raise JobInputError(f"the job's {column} is JSON nested too deeply for the runner "

@@ -89,3 +89,17 @@ def test_a_notification_is_only_a_hint(queue, runner_env, git_repo, tmp_path, db
         queue.request_cancel(job["id"])
         proc.communicate(timeout=WAIT)
     assert queue.get(job["id"])["status"] == "cancelled"
+
+
+def test_a_queued_job_flagged_by_the_web_app_never_starts(queue, runner_env, git_repo, tmp_path,
+                                                          db_url):
+    pidfile = tmp_path / "agent.pid"
+    job = queue.enqueue(prompt="p", repo_url=git_repo, config=fake(pidfile=str(pidfile)))
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the flag only; status stays queued
+        conn.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", (job["id"],))
+    proc = start_one_job(runner_env)
+    out, _ = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, out
+    row = queue.get(job["id"])
+    assert row["status"] == "cancelled" and row["error"] == "cancelled before it started"
+    assert not pidfile.exists() and not (tmp_path / "jobs" / str(job["id"])).exists()
