@@ -227,6 +227,16 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _duration(seconds: Any) -> str | None:
+    """1h02m, 4m05s, 12s — how long a job has been running."""
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return None
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def _json_value(value: Any) -> str:
     # ISO 8601 (2026-12-02T04:28:24.900000+00:00) for timestamps; str() for uuids and the rest.
     return value.isoformat() if isinstance(value, datetime) else str(value)
@@ -250,9 +260,11 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     with _queue(settings) as q:
         job = _get(q, args.id)
         events = q.events(job["id"])
+        deliveries = q.webhook_deliveries(job["id"])
     job.pop("claim_token", None)
     if args.json:
-        print(json.dumps({**job, "events": events}, default=_json_value, indent=2, sort_keys=True))
+        print(json.dumps({**job, "events": events, "webhook_deliveries": deliveries},
+                         default=_json_value, indent=2, sort_keys=True))
         return 0
     for key in ("id", "status", "queue", "kind", "priority", "attempts", "max_attempts",
                 "repo_url", "branch", "base_ref", "claimed_by", "created_at", "started_at",
@@ -260,6 +272,8 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:>14}: {_fmt(job.get(key))}")
     print(f"{'config':>14}: {json.dumps(job['config'], sort_keys=True)}")
     print(f"{'result':>14}: {json.dumps(job['result'], sort_keys=True, default=str)}")
+    if job.get("progress"):
+        print(f"{'progress':>14}: {json.dumps(job['progress'], sort_keys=True, default=str)}")
     result = job["result"] if isinstance(job["result"], dict) else {}
     for warning in result.get("warnings") or []:
         print(f"{'warning':>14}: {warning}")
@@ -267,6 +281,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     print("\nevents:")
     print(table([{**e, "detail": json.dumps(e["detail"], sort_keys=True, default=str)} for e in events],
                 ["at", "event", "worker_id", "detail"]))
+    if deliveries:
+        print("\nwebhook deliveries:")
+        print(table(deliveries, ["id", "event", "attempts", "delivered_at", "last_status",
+                                 "next_attempt_at", "last_error"]))
     return 0
 
 
@@ -328,9 +346,13 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
             removed = q.prune_workers(args.gone_minutes * 60)
             print(f"removed {removed} worker row(s) not seen for {args.gone_minutes} minute(s)")
         rows = q.workers()
+    from runner.progress import summary
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
-    print(table(rows, ["id", "host", "pid", "state", "current_job", "last_seen_at", "version"]))
+        r["running_for"] = _duration(r.get("job_seconds"))
+        r["progress"] = summary(r.get("progress"))
+    print(table(rows, ["id", "host", "pid", "state", "current_job", "running_for", "progress",
+                       "last_seen_at", "version"]))
     return 0
 
 

@@ -1,24 +1,52 @@
-"""The lease heartbeat: renew the claim about every third of the lease, in the background.
+"""The lease heartbeat: renew the claim about every third of the lease, in the background,
+and hear a cancel or a lost claim within a second.
 
 It owns a connection of its own (the main one may be busy), and answers one question
 for the process loop: should the agent stop, and why — the claim was lost, an operator
 asked to cancel, or the lease ran out while the database could not be reached.
+
+That connection LISTENs on ``runner_jobs``: the trigger announces a cancel request, a
+status change and a claim taken over (migration 0003_live). A notification about this
+job is only a hint — the row is read again under the claim token, and only what the row
+says stops the agent. The renewal stays the safety net for a notification missed while
+the connection was down (after a reconnect the row is read at once, too).
+
+The same thread writes the job's progress snapshots (runner/progress.py): the agent loop
+only hands them over (``report``), so a slow database never holds up the agent's output,
+and a progress write that fails is logged and dropped — it never stops the run. Its
+connection has a statement timeout, so a database that hangs cannot hold the thread (and
+the cancel check) for longer than that.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections import deque
+from typing import Any
 
+import psycopg
 import structlog
 
-from runner.errors import DatabaseUnavailable
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
 from runner.outcome import StopReason
-from runner.queue import Claim, Queue
+from runner.progress import PROGRESS_SECONDS
+from runner.queue import NOTIFY_CHANNEL, Claim, Queue
 
 log = structlog.get_logger("runner.heartbeat")
 
 PRESENCE_SECONDS = 15.0
+# How long one wait for a notification lasts: the longest the thread takes to notice
+# that it should end (the job is over), and the retry pace while the database is down.
+LISTEN_SLICE_SECONDS = 0.2
+# Notifications this worker sends itself about its job: never a reason to look.
+_OWN_EVENTS = {"progress"}
+STATEMENT_TIMEOUT_MS = 5000
+REOPEN_SECONDS = 1.0  # between attempts to reopen the LISTEN connection while it is down
+# Urgent snapshots (tool start/end, turn) waiting while the database is slow: the oldest
+# go first when more pile up (each later one holds the whole state anyway).
+_MAX_PENDING = 50
 
 
 class Heartbeat:
@@ -35,6 +63,13 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
         self._last_renewed = time.monotonic()  # the claim itself set the lease
         self._queue: Queue | None = None
+        self._listening = False
+        self._reopen_at = 0.0
+        self._progress_lock = threading.Lock()
+        self._urgent: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING)
+        self._latest: dict[str, Any] | None = None
+        self._last_progress = -float("inf")
+        self.progress_written = 0
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -43,6 +78,15 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+    def report(self, snapshot: dict[str, Any], urgent: bool) -> None:
+        """Hand a progress snapshot to the heartbeat's thread (called from the agent loop)."""
+        with self._progress_lock:
+            if urgent:
+                self._urgent.append(snapshot)
+                self._latest = None  # the urgent one is newer and holds everything
+            else:
+                self._latest = snapshot
 
     def stop_reason(self) -> str | None:
         if self.lost.is_set():
@@ -54,29 +98,107 @@ class Heartbeat:
     def _run(self) -> None:
         # The lease is renewed every `interval`; between renewals the worker row is touched
         # every PRESENCE_SECONDS so that `runner workers` does not show a busy worker gone.
-        next_beat = time.monotonic() + self.interval
+        # In between, the thread waits on its LISTEN connection.
+        now = time.monotonic()
+        next_beat, next_presence = now + self.interval, now + PRESENCE_SECONDS
         try:
-            while not self._stop.wait(max(0.0, min(PRESENCE_SECONDS, next_beat - time.monotonic()))):
-                if time.monotonic() < next_beat:
+            while not self._stop.is_set():
+                self._write_progress()
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + self.interval
+                    self.beat()
+                elif now >= next_presence:
+                    next_presence = now + PRESENCE_SECONDS
                     self._touch_worker()
-                    continue
-                next_beat = time.monotonic() + self.interval
-                self.beat()
+                elif self._wait_for_notice(min(next_beat, next_presence) - now):
+                    self.check("notified")
                 if self.lost.is_set():
                     return
+            self._write_progress(final=True)  # the last tool's end, before the outcome
         finally:
-            if self._queue is not None:
-                self._queue.close()
+            self._close()
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _open(self) -> Queue:
+        if self._queue is None:
+            self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat",
+                                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+            self._listening = False
+        if not self._listening:
+            try:
+                self._queue.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.OperationalError as exc:
+                self._close()
+                raise DatabaseUnavailable(f"the heartbeat could not LISTEN: {exc}") from exc
+            self._listening = True
+            # Whatever was announced before we listened (between the claim and now, or
+            # while the connection was down) is read from the row itself.
+            self.check("listening")
+            if self._queue is None:  # the check found the database gone again
+                raise DatabaseUnavailable("the heartbeat's connection dropped")
+        return self._queue
+
+    def _close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        self._listening = False
+
+    def _wait_for_notice(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (sliced) for a notification about this job."""
+        seconds = max(0.0, min(seconds, LISTEN_SLICE_SECONDS))
+        if self._queue is None and time.monotonic() < self._reopen_at:
+            self._stop.wait(seconds)  # the database was down a moment ago: not every slice
+            return False
+        try:
+            conn = self._open().conn
+        except DatabaseUnavailable as exc:
+            log.debug("heartbeat_listen_unavailable", error=str(exc))
+            self._reopen_at = time.monotonic() + REOPEN_SECONDS
+            self._stop.wait(seconds)
+            return False
+        try:
+            for note in conn.notifies(timeout=seconds):
+                if self._about_this_job(note.payload):
+                    return True
+        except psycopg.OperationalError as exc:
+            log.warning("heartbeat_listen_dropped", error=" ".join(str(exc).split()))
+            self._close()
+        return False
+
+    def _about_this_job(self, payload: str) -> bool:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return False
+        if not isinstance(data, dict) or data.get("id") != str(self.claim.id):
+            return False
+        return data.get("event") not in _OWN_EVENTS
+
+    # -- reading the row -------------------------------------------------------------------
+
+    def check(self, why: str) -> None:
+        """Read the row under our claim token: lost, or cancel requested? (No lease change.)"""
+        try:
+            queue = self._queue if self._listening else self._open()
+            assert queue is not None
+            row = queue.claim_state(self.claim)
+        except DatabaseUnavailable as exc:
+            log.warning("claim_check_failed", error=str(exc))
+            self._close()
+            return
+        if why == "notified":
+            log.info("claim_checked", why=why, held=row is not None,
+                     cancel_requested=bool(row and row["cancel_requested"]))
+        self._apply(row)
 
     def beat(self) -> None:
         try:
-            if self._queue is None:
-                self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat")
-            row = self._queue.renew(self.claim, self.lease_seconds)
+            row = self._open().renew(self.claim, self.lease_seconds)
         except DatabaseUnavailable as exc:
-            if self._queue is not None:
-                self._queue.close()
-                self._queue = None
+            self._close()
             overdue = time.monotonic() - self._last_renewed
             log.warning("lease_renew_failed", error=str(exc), seconds_since_renewed=round(overdue, 1))
             if overdue >= self.lease_seconds:
@@ -84,24 +206,49 @@ class Heartbeat:
                 log.error("lease_expired_unrenewed", job_id=str(self.claim.id))
                 self.lost.set()
             return
+        if row is not None:
+            self._last_renewed = time.monotonic()
+            self._touch_worker()
+        self._apply(row)
+
+    def _apply(self, row: dict | None) -> None:
+        if self.lost.is_set():
+            return
         if row is None:
             log.warning("claim_lost", job_id=str(self.claim.id))
             self.lost.set()
             return
-        self._last_renewed = time.monotonic()
-        self._touch_worker()
         if row["cancel_requested"] and not self.cancel_requested.is_set():
             log.info("cancel_requested", job_id=str(self.claim.id))
             self.cancel_requested.set()
 
+    # -- progress ----------------------------------------------------------------------------
+
+    def _write_progress(self, final: bool = False) -> None:
+        with self._progress_lock:
+            due = bool(self._urgent) or (self._latest is not None and (
+                final or time.monotonic() - self._last_progress >= PROGRESS_SECONDS))
+            if not due:
+                return
+            batch = list(self._urgent) if self._urgent else [self._latest]
+            self._urgent.clear()
+            self._latest = None
+        self._last_progress = time.monotonic()
+        for snapshot in batch:
+            try:
+                self._open().progress(self.claim, {**snapshot, "attempt": self.claim.job.get("attempts")})
+                self.progress_written += 1
+            except DatabaseUnavailable as exc:
+                self._close()
+                log.warning("progress_not_written", error=str(exc), dropped=len(batch))
+                return
+            except DatabaseWriteFailed as exc:
+                log.warning("progress_not_written", error=str(exc))
+
     def _touch_worker(self) -> None:
         # Presence for `runner workers` while the agent runs; never a reason to stop.
         try:
-            if self._queue is None:
-                self._queue = Queue.open(self.dsn, self.worker_id, "heartbeat")
-            self._queue.touch_worker()
+            self._open().touch_worker()
         except DatabaseUnavailable as exc:
-            if self._queue is not None:
-                self._queue.close()
-                self._queue = None
+            self._close()
             log.warning("worker_presence_failed", error=str(exc))

@@ -16,7 +16,8 @@ from typing import Any
 
 import structlog
 
-from runner import clone, continuation, gates, leftovers, logs, push, retry, state, verify, worktree
+from runner import (budget, clone, continuation, gates, leftovers, logs, progress, push, retry,
+                    state, verify, worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
@@ -85,6 +86,9 @@ class JobRun:
     # -- the steps -------------------------------------------------------------------
 
     def execute(self) -> Outcome:
+        if self.job.get("cancel_requested"):
+            # A web app's own UPDATE of a queued row sets only the flag: never start it.
+            return Outcome(Verdict.CANCELLED, reason="cancelled before it started")
         for column in ("config", "payload"):
             if isinstance(self.job.get(column), TooDeep):
                 raise JobInputError(f"the job's {column} is JSON nested too deeply for the runner "
@@ -94,6 +98,7 @@ class JobRun:
             raise JobInputError(f"config must be a JSON object, got {type(config).__name__}")
         prompt = build_prompt(self.job, self.settings)
         agent = select_agent(config, self.settings)
+        limits = budget.limits(config, self.settings)
         timeout = _timeout(config, self.settings)
         checks = verify.parse(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
@@ -116,10 +121,16 @@ class JobRun:
                                        pid=os.getpid()):
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
-        reader = self.reader = agent.reader()
+        budget.log_limits(limits)
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:
+            # The agent's reader, with progress (written by the heartbeat's thread) and the
+            # budget check around it.
+            inner = agent.reader()
+            tracker = progress.Tracker(agent.name, lambda: budget.spend_of(inner.partial_result()))
+            reader = self.reader = budget.BudgetedReader(
+                progress.ProgressReader(inner, tracker, heartbeat.report), limits)
 
             def should_stop() -> StopReason | None:
                 if self.stop.is_set():

@@ -64,6 +64,9 @@ class Listener:
             data = json.loads(payload)
         except ValueError:
             return True  # an unreadable notice is a reason to look, not to ignore
+        # A cancel request, a claim change or a progress report is no new work.
+        if data.get("event") not in (None, "enqueued", "status"):
+            return False
         return data.get("status") == "queued" and data.get("queue") in self.queues
 
 
@@ -86,18 +89,22 @@ def wait_and_claim(
     claim: Callable[[], T | None], listener: Listener, *, wait_seconds: float,
     poll_seconds: float, stop: threading.Event,
     presence: Callable[[], None] | None = None, presence_seconds: float = 15.0,
+    waiting: Callable[[], None] | None = None,
 ) -> T | None:
     """Claim now, or LISTEN until a job comes, re-checking every ``poll_seconds``.
 
     Returns the claim, or None when the deadline passes or ``stop`` is set. A dropped
     LISTEN connection is reopened with backoff until the deadline. ``presence`` is
-    called about every ``presence_seconds`` while waiting (the worker row's last_seen_at).
+    called about every ``presence_seconds`` while waiting (the worker row's last_seen_at);
+    ``waiting`` once, when the first claim found nothing and the wait begins.
     """
     deadline = time.monotonic() + wait_seconds
     last_presence = time.monotonic()
     found = claim()  # the common case under load: no LISTEN connection needed at all
     if found is not None or stop.is_set() or wait_seconds <= 0:
         return found
+    if waiting is not None:  # the queue had nothing: from now on the worker waits
+        waiting()
     _reconnect(listener, deadline)
     try:
         while True:

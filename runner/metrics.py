@@ -151,6 +151,7 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
     counts: list[dict[str, Any]] = []
     events: dict[str, int] = {}
     latencies: list[float] = []
+    pending: dict[str, Any] | None = None
     if not settings.has_database:
         error = "DATABASE_URL is not set"
     else:
@@ -162,6 +163,8 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
                 if worker_id:
                     events = q.worker_event_counts(worker_id)
                 latencies = q.claim_latencies(WINDOW_SECONDS)
+                if settings.webhook_url:
+                    pending = q.webhook_pending()
         except Exception as exc:  # DatabaseUnavailable, a timeout, a missing table: all "down"
             error = " ".join(str(exc).split()) or type(exc).__name__
     exp.gauge("runner_database_up", "1 when the database answered this scrape", int(error is None))
@@ -183,6 +186,11 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
                stats(latencies))
     exp.gauge("runner_claim_latency_jobs", "Jobs claimed in the last hour (claim latency sample size)",
               len(latencies))
+    if pending is not None:  # only where a webhook is configured
+        exp.gauge("runner_webhook_pending", "Webhook deliveries not yet made (the app down?)",
+                  int(pending["n"]))
+        exp.gauge("runner_webhook_oldest_pending_seconds",
+                  "Age of the oldest webhook delivery not yet made", float(pending["oldest_seconds"]))
 
 
 def render(settings: Settings, now: datetime | None = None) -> str:

@@ -16,7 +16,7 @@ import time
 
 import structlog
 
-from runner import isolation, logs, quota, state
+from runner import isolation, logs, quota, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
@@ -70,6 +70,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         reconcile(queue)
         prune_now_and_then(queue, settings)
         sweep(queue, settings)
+        webhook.deliver_due(queue, settings)
         if not quota.gate(settings, stop, lambda: queue.worker_seen("quota_wait", queues=settings.queues)):
             return Exit.STOPPED
         claim = claim_or_wait(queue, settings, stop)
@@ -80,6 +81,8 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         queue.worker_seen("running", current_job=claim.id, queues=settings.queues)
         code = JobRun(settings, queue, claim, sink, run_log, stop).run()
         queue.worker_seen("idle", queues=settings.queues)
+        if not stop.is_set():  # a stopping worker leaves deliveries to the next one
+            webhook.deliver_due(queue, settings)  # the job just recorded, told at once
         return code
 
 
@@ -119,7 +122,8 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
         listener = Listener(settings.listen_dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop,
-                          presence=lambda: _presence(queue))
+                          presence=lambda: _presence(queue, settings),
+                          waiting=lambda: _seen(queue, "waiting", settings))
 
 
 def _say_once_polling(settings: Settings) -> None:
@@ -137,11 +141,20 @@ def _say_once_polling(settings: Settings) -> None:
         pass
 
 
-def _presence(queue: Queue) -> None:
+def _seen(queue: Queue, state_name: str, settings: Settings) -> None:
+    """The worker row's state (`runner workers`); a failure here is no reason to stop."""
+    try:
+        queue.worker_seen(state_name, queues=settings.queues)
+    except DatabaseUnavailable as exc:
+        log.warning("worker_presence_failed", error=str(exc))
+
+
+def _presence(queue: Queue, settings: Settings) -> None:
     try:
         queue.touch_worker()  # `runner workers` shows a waiting worker as alive
     except DatabaseUnavailable as exc:
         log.warning("worker_presence_failed", error=str(exc))
+    webhook.deliver_due(queue, settings)  # retries fall due while the queue is empty
 
 
 def _record_iteration(settings: Settings, seconds: float, code: int) -> None:

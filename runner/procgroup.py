@@ -29,7 +29,21 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    return kill_group(pgid, 0)
+    """True while a process of group ``pgid`` still runs. A zombie does not count: a
+    tool's child orphaned by the CLI's exit is reparented to PID 1, which (outside a
+    container with an init that reaps) may leave it unreaped for ever — waiting for it
+    would turn every stop into the whole kill grace."""
+    if not kill_group(pgid, 0):
+        return False
+    return any(_pgrp(p) == pgid and not _zombie(p) for p in _pids())
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # gone while we looked
 
 
 def _pids() -> Iterable[int]:

@@ -102,8 +102,8 @@ class Queue:
         self.worker_id = worker_id
 
     @classmethod
-    def open(cls, dsn: str, worker_id: str, purpose: str = "queue") -> "Queue":
-        return cls(connect(dsn, purpose, worker_id), worker_id)
+    def open(cls, dsn: str, worker_id: str, purpose: str = "queue", **options: Any) -> "Queue":
+        return cls(connect(dsn, purpose, worker_id, **options), worker_id)
 
     def close(self) -> None:
         self.conn.close()
@@ -182,6 +182,16 @@ class Queue:
                          lease_seconds=lease_seconds)
         return rows[0] if rows else None
 
+    def claim_state(self, claim: Claim) -> dict[str, Any] | None:
+        """The row's cancel flag under our claim token; None when the claim is lost."""
+        rows = self._run("claim_state", id=claim.id, token=claim.token)
+        return rows[0] if rows else None
+
+    def progress(self, claim: Claim, snapshot: dict[str, Any]) -> bool:
+        """Record a progress snapshot of our running job; False when it is not ours (any more)."""
+        return bool(self._run("progress", id=claim.id, token=claim.token,
+                              worker_id=self.worker_id, progress=_jsonb(snapshot)))
+
     def finish(self, claim: Claim, status: str, *, result: dict[str, Any] | None = None,
                error: str | None = None, **detail: Any) -> bool:
         if error is not None:
@@ -227,6 +237,26 @@ class Queue:
 
     def touch_worker(self) -> None:
         self._run("touch_worker", id=self.worker_id)
+
+    # -- webhook outbox (runner/webhook.py) --------------------------------------------------
+
+    def webhook_next(self, lease_seconds: float) -> dict[str, Any] | None:
+        rows = self._run("webhook_next", lease_seconds=lease_seconds)
+        return rows[0] if rows else None
+
+    def webhook_delivered(self, delivery_id: uuid.UUID, status: int) -> None:
+        self._run("webhook_delivered", id=delivery_id, status=status)
+
+    def webhook_failed(self, delivery_id: uuid.UUID, status: int | None, error: str,
+                       retry_seconds: float) -> None:
+        self._run("webhook_failed", id=delivery_id, status=status, error=_safe(error),
+                  retry_seconds=retry_seconds)
+
+    def webhook_deliveries(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        return self._run("webhook_deliveries", id=job_id)
+
+    def webhook_pending(self) -> dict[str, Any]:
+        return self._run("webhook_pending")[0]
 
     # -- operations (runner logs, /metrics) ---------------------------------------------
 

@@ -52,6 +52,9 @@ jobs = Table(
     Column("result", JSONB),
     Column("error", Text),
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    # The latest progress snapshot of a running job (turns, tool, tokens, cost, last text);
+    # the history is in job_events (event 'progress'). Migration 0003_live.
+    Column("progress", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
     CheckConstraint(
@@ -95,4 +98,22 @@ job_events = Table(
     Column("event", Text, nullable=False),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Index("job_events_job_at", "job_id", "at"),
+)
+
+# Webhook deliveries (runner/webhook.py), one per final status, written by a trigger in the
+# status change's own transaction (migration 0003_live).
+webhook_outbox = Table(
+    "webhook_outbox", metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Index("webhook_outbox_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    Index("webhook_outbox_job", "job_id"),
 )

@@ -32,6 +32,7 @@ TEXT_CAP = 64 * 1024  # summary, error and every other string stored in a row
 # password is taken out of the URL as well (see secret_values).
 SECRET_ENV_NAMES = (
     "DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN",
+    "RUNNER_WEBHOOK_SECRET",
     "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
     "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
 )
@@ -39,7 +40,7 @@ SECRET_ENV_NAMES = (
 # The runner's own secrets, which no child process gets (the agent's credentials go to
 # the agent and to a quota probe; these never do).
 RUNNER_OWN_SECRET_NAMES = ("DATABASE_URL", "RUNNER_DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL",
-                           "RUNNER_GIT_TOKEN")
+                           "RUNNER_GIT_TOKEN", "RUNNER_WEBHOOK_SECRET", "RUNNER_WEBHOOK_URL")
 
 # Token shapes redacted wherever they appear, whether or not the runner holds them.
 _SHAPES = [
@@ -72,6 +73,8 @@ def secret_values(settings: "Settings | None" = None, env: dict[str, str] | None
             values.append(urls[-1])
         if settings.git_token is not None:
             values.append(settings.git_token.get_secret_value())
+        if getattr(settings, "webhook_secret", None) is not None:
+            values.append(settings.webhook_secret.get_secret_value())
         for key in ("anthropic_api_key", "claude_code_oauth_token", "openai_api_key",
                     "codex_api_key", "gemini_api_key", "google_api_key"):
             value = getattr(settings, key, None)

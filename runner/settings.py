@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     quota_max_wait_seconds: Seconds = Field(default=3600, le=7 * 86400)
     # A usage-limit reset the agent's output names is believed only this far ahead.
     max_usage_wait_seconds: PositiveSeconds = Field(default=6 * 3600, le=7 * 86400)
+    # The most one job may spend, in dollars (runner/budget.py): caps config.max_budget_usd
+    # and is the budget of a job that names none. Unset: no ceiling.
+    max_budget_usd: float | None = Field(default=None, gt=0, le=10_000)
+    # A POST on every final status and question (runner/webhook.py), signed with the secret.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = Field(default=None, validate_default=True)
+    webhook_timeout_seconds: PositiveSeconds = Field(default=5, le=60)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
                      "allowed_repo_hosts", mode="before")
@@ -148,6 +155,23 @@ class Settings(BaseSettings):
             return None
         if value.strip().lower() in ("1", "true", "yes", "on"):
             raise ValueError("must be a command that prints {\"pct\": …, \"reset_at\": …}, not a switch")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_signed(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if info.data.get("webhook_url") and (value is None or not value.get_secret_value()):
+            raise ValueError("required when RUNNER_WEBHOOK_URL is set: every delivery is "
+                             "signed, so set a secret the web app knows")
         return value
 
     @property
@@ -211,10 +235,12 @@ def _env_name(field: str) -> str:
     return field if field.startswith("RUNNER_") else "RUNNER_" + field.upper()
 
 
-_SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN", "RUNNER_LISTEN_DATABASE_URL"}
+_SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_WEBHOOK_SECRET",
+                  "RUNNER_WEBHOOK_URL"}
 
 # Secrets that may also come from a file named by NAME_FILE (the Docker secrets convention).
-SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN",
+                        "RUNNER_WEBHOOK_SECRET", "CLAUDE_CODE_OAUTH_TOKEN",
                         "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY",
                         "GEMINI_API_KEY", "GOOGLE_API_KEY")
 

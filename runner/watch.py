@@ -1,6 +1,7 @@
 """``runner jobs --watch``: the jobs table, redrawn live.
 
-Driven by LISTEN on ``runner_jobs`` (every status change is announced): a notification
+Driven by LISTEN on ``runner_jobs`` (every status change and every progress snapshot of a
+running job is announced; a running job shows its latest progress): a notification
 redraws at most a few times a second, and the table is also redrawn every few seconds
 (time columns, a missed notification). A dropped connection is reopened; Ctrl-C exits 0.
 """
@@ -26,9 +27,14 @@ _CLEAR = "\x1b[H\x1b[2J"
 
 def frame(rows: list[dict], title: str) -> str:
 
+    from runner.progress import summary
+
     for r in rows:
         r["tries"] = f"{r['attempts']}/{r['max_attempts']}"
-    body = table(rows, ["id", "queue", "status", "priority", "tries", "claimed_by", "updated_at", "error"])
+        # A running job's latest progress (a notification redraws it); others their error.
+        r["progress"] = summary(r.get("progress")) if r["status"] in ("claimed", "running") else None
+    body = table(rows, ["id", "queue", "status", "priority", "tries", "claimed_by", "updated_at",
+                        "progress", "error"])
     return f"{title}\n\n{body}\n"
 
 

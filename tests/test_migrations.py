@@ -58,5 +58,22 @@ def test_insert_and_status_change_notify_the_channel(db_url):
         payloads = [n.payload for n in listener.notifies(timeout=1, stop_after=3)]
     import json
     seen = [json.loads(p) for p in payloads]
-    assert seen == [{"id": str(job_id), "queue": "q1", "status": "queued"},
-                    {"id": str(job_id), "queue": "q1", "status": "cancelled"}]
+    assert seen == [{"id": str(job_id), "queue": "q1", "status": "queued", "event": "enqueued"},
+                    {"id": str(job_id), "queue": "q1", "status": "cancelled", "event": "status"}]
+
+
+def test_a_cancel_request_and_a_claim_change_are_announced_without_a_status_change(db_url):
+    """The web app's own UPDATE of cancel_requested reaches the worker running the job
+    (and a dashboard) at once; so does a claim another worker took over."""
+    import json
+    with psycopg.connect(db_url, autocommit=True) as listener, \
+            psycopg.connect(db_url, autocommit=True) as writer:
+        job_id = writer.execute("INSERT INTO jobs (prompt, status, claim_token) "
+                                "VALUES ('x', 'running', gen_random_uuid()) RETURNING id").fetchone()[0]
+        listener.execute("LISTEN runner_jobs")
+        writer.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", (job_id,))
+        writer.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", (job_id,))  # no change
+        writer.execute("UPDATE jobs SET claim_token = gen_random_uuid() WHERE id = %s", (job_id,))
+        seen = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=3)]
+    assert [(s["id"], s["status"], s["event"]) for s in seen] == [
+        (str(job_id), "running", "cancel_requested"), (str(job_id), "running", "claim")]

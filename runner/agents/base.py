@@ -59,6 +59,35 @@ class StreamReader:
         """What the stream told so far (usage, session …), for a run stopped before its end."""
         return {}
 
+    def finished(self) -> bool:
+        """True once the stream carried the run's final event (nothing left to stop)."""
+        return False
+
+
+class ReaderWrapper(StreamReader):
+    """A reader around an agent's own that adds one concern (budget, progress) and hands
+    everything else to it."""
+
+    def __init__(self, inner: StreamReader) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # the agent's own reader's attributes
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def feed(self, stream: str, line: str) -> None:
+        self.inner.feed(stream, line)
+
+    def outcome(self, run: RunOutput) -> Outcome:
+        return self.inner.outcome(run)
+
+    def partial_result(self) -> dict[str, Any]:
+        return self.inner.partial_result()
+
+    def finished(self) -> bool:
+        return self.inner.finished()
+
 
 def json_event(line: str) -> dict[str, Any] | None:
     """One line of a JSONL stream as an object, or None for anything else."""

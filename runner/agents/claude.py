@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from runner import budget
 from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
                                 base_env, from_runner_env, json_event)
@@ -78,6 +79,10 @@ class ClaudeAgent(Agent):
             argv += ["--max-turns", str(turns)]
         if effort := check.choice(config, "effort", EFFORTS):
             argv += ["--effort", effort]
+        # The CLI stops itself at the dollar budget (it knows the prices); the runner's
+        # own check from the stream (runner/budget.py) is the backstop and counts tokens.
+        if (usd := budget.limits(config, settings).max_budget_usd) is not None:
+            argv += ["--max-budget-usd", f"{usd:.4f}".rstrip("0").rstrip(".")]
         if rules := check.rules_text(settings):
             # By file, not in argv: a command line is visible to every process (ps).
             path = ctx.job_dir / "agent-rules.md"
@@ -170,6 +175,9 @@ class ClaudeReader(StreamReader):
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
 
+    def finished(self) -> bool:
+        return self.result is not None
+
     def outcome(self, run: RunOutput) -> Outcome:
         res = self.result
         result = self._result(run.exit_code)
@@ -220,7 +228,9 @@ class ClaudeReader(StreamReader):
         out: dict[str, Any] = {
             "summary": res.get("result") if isinstance(res.get("result"), str) else None,
             "cost_usd": res.get("total_cost_usd"),
-            "usage": _usage(res.get("usage")) or self.usage_so_far(),
+            # The result's own usage is its last turn's; modelUsage has the whole run.
+            "usage": _model_usage(res.get("modelUsage")) or _usage(res.get("usage"))
+                     or self.usage_so_far(),
             "turns": res.get("num_turns"),
             "session_id": self.session_id,
             "permission_denials": res.get("permission_denials") or [],
@@ -247,6 +257,25 @@ class ClaudeReader(StreamReader):
 
     def partial_result(self) -> dict[str, Any]:
         return self._result(None)
+
+
+_MODEL_USAGE_KEYS = {"inputTokens": "input_tokens", "outputTokens": "output_tokens",
+                     "cacheCreationInputTokens": "cache_creation_input_tokens",
+                     "cacheReadInputTokens": "cache_read_input_tokens"}
+
+
+def _model_usage(per_model: Any) -> dict[str, int] | None:
+    """The result's ``modelUsage`` ({model: {inputTokens, …}}) added up over models."""
+    if not isinstance(per_model, dict):
+        return None
+    total: dict[str, int] = {}
+    for usage in per_model.values():
+        if not isinstance(usage, dict):
+            continue
+        for theirs, ours in _MODEL_USAGE_KEYS.items():
+            if isinstance(usage.get(theirs), int):
+                total[ours] = total.get(ours, 0) + usage[theirs]
+    return total or None
 
 
 def _usage(usage: Any) -> dict[str, int] | None:

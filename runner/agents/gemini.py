@@ -83,6 +83,9 @@ class GeminiReader(StreamReader):
         elif kind == "result":
             self.result = event
 
+    def finished(self) -> bool:
+        return self.result is not None
+
     def outcome(self, run: RunOutput) -> Outcome:
         result = self._result(run.exit_code)
         res = self.result or {}

@@ -92,6 +92,29 @@ SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
 WHERE id = %(id)s AND claim_token = %(token)s AND status IN ('claimed', 'running')
 RETURNING cancel_requested, lease_until;
 
+-- name: claim_state
+-- The heartbeat's check when a notification names its job (a hint, never proof): no row
+-- means the claim is lost; cancel_requested says whether to stop. Changes nothing.
+SELECT cancel_requested, lease_until
+FROM jobs
+WHERE id = %(id)s AND claim_token = %(token)s AND status IN ('claimed', 'running');
+
+-- name: progress
+-- A progress snapshot of a running job (runner/progress.py), from the heartbeat's thread:
+-- the latest in jobs.progress, every one a job_events row, announced with event
+-- 'progress'. Under the claim token, like every write after the claim.
+WITH updated AS (
+    UPDATE jobs SET progress = %(progress)s || jsonb_build_object('at', now())
+    WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running'
+    RETURNING id, queue, status, progress
+), event AS (
+    INSERT INTO job_events (job_id, worker_id, event, detail)
+    SELECT id, %(worker_id)s, 'progress', progress FROM updated
+)
+SELECT pg_notify('runner_jobs', json_build_object('id', id, 'queue', queue, 'status', status,
+                                                  'event', 'progress')::text) AS notified
+FROM updated;
+
 -- name: finish
 -- A recorded end: succeeded, failed, blocked or cancelled.
 WITH updated AS (
@@ -184,7 +207,7 @@ SELECT * FROM jobs WHERE id = %(id)s;
 
 -- name: list_jobs
 SELECT id, queue, kind, status, priority, attempts, max_attempts, claimed_by,
-       created_at, updated_at, finished_at, error
+       created_at, updated_at, finished_at, error, progress
 FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
@@ -203,10 +226,13 @@ SET host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
     last_seen_at = now();
 
 -- name: list_workers
-SELECT id, host, pid, version, state, current_job, queues, last_seen_at, started_at,
-       last_seen_at < now() - interval '1 minute' AS gone
-FROM workers
-ORDER BY last_seen_at DESC;
+-- With the job a worker runs: its progress snapshot and how long it has run.
+SELECT w.id, w.host, w.pid, w.version, w.state, w.current_job, w.queues, w.last_seen_at,
+       w.started_at, w.last_seen_at < now() - interval '1 minute' AS gone,
+       j.progress, extract(epoch FROM now() - j.started_at)::float8 AS job_seconds
+FROM workers w
+LEFT JOIN jobs j ON j.id = w.current_job AND j.status IN ('claimed', 'running')
+ORDER BY w.last_seen_at DESC;
 
 -- name: touch_worker
 -- Presence only: the worker is alive (while it waits for work, and on each heartbeat).
@@ -249,3 +275,42 @@ RETURNING id;
 -- a job that crashes the runner every time must end, not loop for ever.
 SELECT count(*) AS faults FROM job_events
 WHERE job_id = %(id)s AND event = 'rolled_back' AND detail->>'runner_fault' = 'true';
+
+-- name: webhook_next
+-- One due delivery, leased for a while (another worker skips it; a crash before it is
+-- marked sends it again after the lease: at least once, with the same delivery id).
+WITH due AS (
+    SELECT id FROM webhook_outbox
+    WHERE delivered_at IS NULL AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_outbox o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.job_id, o.event, o.body, o.attempts, o.created_at;
+
+-- name: webhook_delivered
+UPDATE webhook_outbox
+SET delivered_at = now(), last_status = %(status)s, last_error = NULL
+WHERE id = %(id)s;
+
+-- name: webhook_failed
+UPDATE webhook_outbox
+SET next_attempt_at = now() + make_interval(secs => %(retry_seconds)s),
+    last_status = %(status)s, last_error = %(error)s
+WHERE id = %(id)s;
+
+-- name: webhook_deliveries
+-- `runner show`: a job's webhook deliveries.
+SELECT id, event, created_at, attempts, delivered_at, last_status, last_error, next_attempt_at
+FROM webhook_outbox WHERE job_id = %(id)s ORDER BY created_at;
+
+-- name: webhook_pending
+-- /metrics: deliveries not yet made, and how old the oldest is (the app down for how long).
+SELECT count(*) AS n,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+FROM webhook_outbox WHERE delivered_at IS NULL;

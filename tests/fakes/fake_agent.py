@@ -9,7 +9,8 @@ there at start), ``blocked`` (writes BLOCKED.md),
 ``escapee`` ({"pidfile", "after", "path"}: a process in a session of its own, as Claude
 Code runs its Bash tool, that writes ``path`` after ``after`` seconds), ``raw_stdout``
 (hex strings written as raw bytes: NUL, invalid UTF-8), ``big_line`` (one stdout line of
-that many bytes, written in chunks), ``sleep`` seconds, then exits with ``exit`` (default 0). ``pidfile`` records its own pid.
+that many bytes, written in chunks), ``sleep`` seconds, ``then_stdout`` lines and
+``then_sleep`` seconds, then exits with ``exit`` (default 0). ``pidfile`` records its own pid.
 """
 
 import json
@@ -75,5 +76,8 @@ if spec.get("big_line"):
 if spec.get("env_dump"):
     Path(spec["env_dump"]).write_text(json.dumps(dict(os.environ)))
 time.sleep(float(spec.get("sleep", 0)) + (600 if hang else 0))
+for line in spec.get("then_stdout", []):  # after the sleep: output while the test watches
+    print(line if isinstance(line, str) else json.dumps(line), flush=True)
+time.sleep(float(spec.get("then_sleep", 0)))
 print(json.dumps({"fake": "done"}), flush=True)
 sys.exit(int(spec.get("exit", 0)))

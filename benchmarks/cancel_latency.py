@@ -1,0 +1,194 @@
+"""Cancel → agent gone: how long from the web app's UPDATE to the agent's whole process
+group being gone, through a real `python -m runner.one_job`, next to a raw NOTIFY round
+trip measured in the same run.
+
+    python benchmarks/cancel_latency.py [--quick] [--runs N] [--cancels N] [--claude N]
+
+* raw NOTIFY: as in benchmarks/notify_latency.py (a LISTEN thread, pg_notify from another
+  connection; perf_counter at receipt − before the send).
+* cancel: a job is enqueued whose ``command`` agent writes its pid and sleeps (in its own
+  process group, as every agent runs), and a tool-like child of it that sleeps too.
+  ``python -m runner.one_job`` runs it with RUNNER_LEASE_SECONDS=600 (renewal every
+  200 s: only the LISTEN path can stop it in time). Once the row is ``running``, the
+  pidfile is there and the heartbeat connection is idle in pg_stat_activity, the
+  benchmark runs the web app's ``UPDATE jobs SET cancel_requested = true`` and polls
+  ``runner.procgroup.group_alive(pgid)`` every millisecond until no process of the group
+  runs (a zombie awaiting its reaper counts as gone). A second figure
+  is UPDATE → the ``cancelled`` status NOTIFY (the job recorded).
+* claim lost: the same, with ``UPDATE jobs SET claim_token = gen_random_uuid()`` (another
+  worker took the job over); measured until the group is gone.
+* ``--claude N``: N cancels of the real Claude Code CLI (tests/tools/claude_bin.py) while
+  it streams a slow answer from the loopback Messages API (tests/fakes/anthropic_api.py);
+  the group is the one the runner's state file names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    fresh_database, loadavg, median_index, pct, print_header, runner_env, table,
+)
+from notify_latency import raw_notify  # noqa: E402
+
+import psycopg  # noqa: E402
+
+from runner.queue import Queue  # noqa: E402
+
+AGENT = ("import os,subprocess,sys,time;open(sys.argv[1],'w').write(str(os.getpid()));"
+         "subprocess.Popen([sys.executable,'-c','import time;time.sleep(600)']);time.sleep(600)")
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _group_alive(pgid: int) -> bool:
+    # A zombie counts as gone (runner.procgroup.group_alive): it runs nothing any more.
+    from runner.procgroup import group_alive
+
+    return group_alive(pgid)
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _claude_setup(tmp: Path, i: int, api_url: str) -> tuple[dict[str, str], dict]:
+    from tests.tools.claude_bin import claude_bin
+
+    home = tmp / f"home-{i}"
+    home.mkdir()
+    extra = {"RUNNER_CLAUDE_BIN": str(claude_bin()), "ANTHROPIC_BASE_URL": api_url,
+             "ANTHROPIC_API_KEY": "sk-ant-api03-fake-loopback-bench", "HOME": str(home)}
+    config = {"agent": "claude", "model": "claude-sonnet-4-5", "permission_mode": "acceptEdits",
+              "allowed_tools": ["Write"]}
+    return extra, config
+
+
+def one_stop(url: str, tmp: Path, i: int, how: str, api=None) -> tuple[float, float | None]:
+    """(UPDATE → group gone, UPDATE → final status NOTIFY or None) in seconds."""
+    pidfile = tmp / f"agent-{how}-{i}.pid"
+    wid = f"bench-cancel-{how}-{i}"
+    extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{AGENT}\" {pidfile}"}
+    config: dict = {"agent": "command"}
+    if api is not None:
+        extra, config = _claude_setup(tmp, i, api.base_url)
+        asked_before = len(api.message_requests)
+    env = runner_env(url, tmp / "rt", RUNNER_WORKER_ID=wid, RUNNER_WAIT_SECONDS="0",
+                     RUNNER_LEASE_SECONDS="600", **extra)
+    state_file = tmp / "rt" / "state"
+    with Queue.open(url, "bench-app") as app, psycopg.connect(url, autocommit=True) as admin, \
+            psycopg.connect(url, autocommit=True) as listen:
+        job = app.enqueue(prompt=f"cancel me {i}", config=config)
+        listen.execute("LISTEN runner_jobs")
+        proc = subprocess.Popen([sys.executable, "-m", "runner.one_job"], env=env, cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
+        try:
+            if api is None:
+                _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 60, "the agent")
+                pgid = int(pidfile.read_text())
+            else:
+                from runner.state import read_agent
+
+                _wait(lambda: read_agent(state_file, wid), 60, "the CLI")
+                pgid = read_agent(state_file, wid)[1]
+                # Streaming: the loopback API has its request and drips the answer.
+                _wait(lambda: len(api.message_requests) > asked_before, 60, "the CLI streaming")
+                time.sleep(0.3)
+            _wait(lambda: app.job_status(job["id"]) == "running", 30, "running")
+            _wait(lambda: admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                "AND state = 'idle'", [f"runner:heartbeat:{wid}"[:63]]).fetchone()[0] == 1,
+                30, "the heartbeat's LISTEN")
+            time.sleep(0.05)
+            for _ in listen.notifies(timeout=0):  # drop what came before
+                pass
+            t0 = time.perf_counter()
+            if how in ("cancel", "claude"):
+                admin.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", [job["id"]])
+            else:
+                admin.execute("UPDATE jobs SET claim_token = gen_random_uuid() WHERE id = %s",
+                              [job["id"]])
+            while _group_alive(pgid):
+                time.sleep(0.001)
+            gone = time.perf_counter() - t0
+            recorded = None
+            if how == "cancel":
+                for note in listen.notifies(timeout=10):
+                    if '"status" : "cancelled"' in note.payload or '"status": "cancelled"' in note.payload:
+                        recorded = time.perf_counter() - t0
+                        break
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return gone, recorded
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 run, 5 cancels, 5 lost claims")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--cancels", type=int, default=None, help="per run, each of cancel and lost claim")
+    ap.add_argument("--claude", type=int, default=0, metavar="N",
+                    help="also N cancels of the real Claude Code CLI per run")
+    args = ap.parse_args()
+    runs = args.runs or (1 if args.quick else 3)
+    n = args.cancels or (5 if args.quick else 20)
+
+    print_header("Cancel latency", ["benchmarks/cancel_latency.py", *sys.argv[1:]])
+    rows = []
+    for r in range(runs):
+        with fresh_database("cancel") as url, tempfile.TemporaryDirectory() as tmpd:
+            load = loadavg()
+            raw = raw_notify(url, 200)
+            cancel, recorded, lost = [], [], []
+            for i in range(n):
+                gone, rec = one_stop(url, Path(tmpd), i, "cancel")
+                cancel.append(gone)
+                if rec is not None:
+                    recorded.append(rec)
+                lost.append(one_stop(url, Path(tmpd), i, "claim")[0])
+            claude: list[float] = []
+            if args.claude:
+                from tests.fakes.anthropic_api import FakeAnthropic, slow_text
+
+                with FakeAnthropic(slow_text(600, 0.1)) as api:
+                    for i in range(args.claude):
+                        claude.append(one_stop(url, Path(tmpd), i, "claude", api)[0])
+            rows.append([r + 1, load, n, ms(pct(raw, 50)), ms(pct(raw, 95)),
+                         ms(pct(cancel, 50)), ms(pct(cancel, 95)), ms(max(cancel)),
+                         ms(pct(recorded, 50)) if recorded else float("nan"),
+                         ms(pct(lost, 50)), ms(pct(lost, 95)), ms(max(lost)),
+                         len(claude), ms(pct(claude, 50)) if claude else float("nan"),
+                         ms(pct(claude, 95)) if claude else float("nan"),
+                         ms(max(claude)) if claude else float("nan"), loadavg()])
+        print(f"run {r + 1}/{runs} done", file=sys.stderr, flush=True)
+    mid = median_index([row[5] for row in rows])
+    for i, row in enumerate(rows):
+        row[0] = f"{row[0]}{' (median)' if i == mid else ''}"
+    print("UPDATE (cancel_requested, or claim_token taken over) → the agent's process group "
+          "gone, through `python -m runner.one_job` with a 600 s lease (renewal every 200 s); "
+          "raw NOTIFY round trip in the same run; milliseconds.\n")
+    print(table(["run", "load before", "n each", "raw NOTIFY p50", "raw NOTIFY p95",
+                 "cancel→gone p50", "cancel→gone p95", "cancel→gone max",
+                 "cancel→`cancelled` NOTIFY p50", "claim lost→gone p50", "claim lost→gone p95",
+                 "claim lost→gone max", "n claude", "claude cancel→gone p50",
+                 "claude cancel→gone p95", "claude cancel→gone max", "load after"], rows))
+
+
+if __name__ == "__main__":
+    main()
