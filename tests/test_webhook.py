@@ -128,7 +128,7 @@ def test_a_question_and_a_failure_are_told_with_their_text(receiver, queue, runn
 def test_a_webhook_without_a_secret_is_a_bad_setting(runner_env):
     proc = run_one_job(runner_env, RUNNER_WEBHOOK_URL="https://app.example/hook")
     assert proc.returncode == 1
-    assert "RUNNER_WEBHOOK_SECRET: Value error, required when RUNNER_WEBHOOK_URL is set" in proc.stderr
+    assert "RUNNER_WEBHOOK_SECRET: required when RUNNER_WEBHOOK_URL is set" in proc.stderr
 
 
 def test_metrics_count_what_is_not_delivered_yet(receiver, queue, runner_env, git_repo, tmp_path,
