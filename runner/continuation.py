@@ -68,3 +68,11 @@ def resume_message(job: dict[str, Any], commits: dict[str, Any]) -> str:
         *_what_it_left(job, commits),
         "Carry on with the original task from where you stopped.",
     ])
+
+
+def resume_refused(outcome: Any) -> bool:
+    """The agent could not resume the session it was given (Claude Code: "No conversation
+    found with session ID …"): start afresh rather than fail the same way again."""
+    reason = getattr(outcome, "reason", None) or ""
+    return getattr(outcome, "verdict", None) is not None and outcome.verdict.value != "succeeded" \
+        and "No conversation found with session ID" in reason

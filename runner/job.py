@@ -108,6 +108,7 @@ class JobRun:
         rescued = leftovers.rescue_previous(self.job, self.settings) if continuing else None
         self.workspace = worktree.prepare(self.job, self.settings)
         payload_path = self._write_payload()
+        fresh_prompt = prompt  # before any continuation: a refused resume starts from it
         prompt, resume = self._continuation(agent, prompt) if continuing else (prompt, None)
         ctx = RunContext(job=self.job, config=config, settings=self.settings,
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
@@ -125,12 +126,6 @@ class JobRun:
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
                        self.settings.lease_seconds) as heartbeat:
-            # The agent's reader, with progress (written by the heartbeat's thread) and the
-            # budget check around it.
-            inner = agent.reader()
-            tracker = progress.Tracker(agent.name, lambda: budget.spend_of(inner.partial_result()))
-            reader = self.reader = budget.BudgetedReader(
-                progress.ProgressReader(inner, tracker, heartbeat.report), limits)
 
             def should_stop() -> StopReason | None:
                 if self.stop.is_set():
@@ -138,19 +133,37 @@ class JobRun:
                 return heartbeat.stop_reason() or (
                     StopReason.TIMEOUT if time.monotonic() >= deadline else None)
 
-            state_dir = self.settings.state_dir
-            try:
-                result = run_agent(
-                    command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
-                    grace_seconds=self.settings.kill_grace_seconds,
-                    output_dir=self.workspace.job_dir, agent=self.settings.agent,
-                    on_spawn=lambda pgid: state.set_agent(
-                        state_dir, self.settings.worker_id, str(self.claim.id), pgid))
-            finally:
-                state.clear_agent(state_dir, self.settings.worker_id)
-            log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
-                     seconds=round(result.seconds, 2))
-            outcome = self._outcome(result, reader, timeout)
+            def run(command) -> Outcome:  # noqa: ANN001
+                # The agent's reader, with progress (written by the heartbeat's thread) and
+                # the budget check around it.
+                inner = agent.reader()
+                tracker = progress.Tracker(agent.name, lambda: budget.spend_of(inner.partial_result()))
+                reader = self.reader = budget.BudgetedReader(
+                    progress.ProgressReader(inner, tracker, heartbeat.report), limits)
+                state_dir = self.settings.state_dir
+                try:
+                    result = run_agent(
+                        command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
+                        grace_seconds=self.settings.kill_grace_seconds,
+                        output_dir=self.workspace.job_dir, agent=self.settings.agent,
+                        on_spawn=lambda pgid: state.set_agent(
+                            state_dir, self.settings.worker_id, str(self.claim.id), pgid))
+                finally:
+                    state.clear_agent(state_dir, self.settings.worker_id)
+                log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
+                         seconds=round(result.seconds, 2))
+                return self._outcome(result, reader, timeout)
+
+            outcome = run(command)
+            if resume is not None and continuation.resume_refused(outcome) and should_stop() is None:
+                # The CLI could not load the earlier session (a transcript cut short by a
+                # kill): no attempt is spent on that — the same attempt starts afresh.
+                log.warning("resume_refused_starting_fresh", session=resume, reason=outcome.reason)
+                ctx.prompt = fresh_prompt + continuation.note(
+                    self.job, worktree.commits(self.workspace, self.settings))
+                ctx.resume_session = resume = None
+                command = agent.command(ctx)
+                outcome = run(command)
             if outcome.verdict is not Verdict.LEASE_LOST and heartbeat.stop_reason() != "lease_lost":
                 if self.settings.agent.isolated and self.workspace.mirror is None:
                     hand_tree(self.workspace.path, os.geteuid(), os.getegid())  # ours again

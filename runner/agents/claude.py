@@ -51,7 +51,11 @@ class ClaudeAgent(Agent):
         if not session_id or not SESSION_ID.match(session_id):
             return False
         projects = config_dir(job_dir) / "projects"
-        return projects.is_dir() and any(projects.glob(f"*/{session_id}.jsonl"))
+        if not projects.is_dir():
+            return False
+        # A transcript cut short before the first answer (the CLI killed mid-stream) is not
+        # a conversation the CLI can resume: it needs at least one assistant message.
+        return any(_has_answer(path) for path in projects.glob(f"*/{session_id}.jsonl"))
 
     def command(self, ctx: RunContext) -> AgentCommand:
         config, settings = ctx.config, ctx.settings
@@ -102,6 +106,14 @@ def config_dir(job_dir: Path) -> Path:
     """The CLI's config dir of one job, in the agent's HOME in the job directory: its
     session files stay there across attempts, so a later attempt can --resume."""
     return job_dir / "home" / ".claude"
+
+
+def _has_answer(transcript: Path, limit: int = 64 << 20) -> bool:
+    try:
+        with open(transcript, "rb") as fh:
+            return b'"type":"assistant"' in fh.read(limit).replace(b'": "', b'":"')
+    except OSError:
+        return False
 
 
 def claude_env(ctx: RunContext) -> dict[str, str]:

@@ -287,3 +287,42 @@ def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_p
     assert '"tool_use"' in earlier and '"Write"' in earlier  # … and its tool call
     # The retry went on from the branch: the runner's commit of hello.txt is its base.
     assert row["result"]["commits"]["count"] == 1 and "hello.txt" in _json.dumps(row["result"]["commits"])
+
+
+def test_a_session_the_cli_cannot_resume_is_started_afresh_in_the_same_attempt(claude_env, queue, tmp_path):
+    """The earlier session's transcript is there but not loadable (here: overwritten with an
+    answer the CLI cannot chain): --resume fails with "No conversation found", and the same
+    attempt starts a fresh session with the runner's note, so no attempt is spent on it."""
+    import json as _json
+
+    from tests.conftest import make_git_repo
+    from tests.fakes.anthropic_api import last_user_content
+
+    url = make_git_repo(tmp_path / "origin")
+    job = queue.enqueue(prompt="Create hello.txt, then explain it.", repo_url=url, max_attempts=2,
+                        config={**CONFIG, "timeout_s": 30})
+    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
+
+    def responder(body):
+        said = _json.dumps(last_user_content(body))
+        if "Note from the runner" in said:
+            return text("Started afresh.")
+        if tool_results(body):
+            return slow_text(600, 0.1)  # a minute: past the timeout
+        return tool_use("Write", {"file_path": str(target), "content": "hello\n"})
+
+    with FakeAnthropic(responder) as api:
+        proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url,
+                           RUNNER_RETRY_BACKOFF_SECONDS="0")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        session = queue.get(job["id"])["result"]["session_id"]
+        home = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "home"
+        [transcript] = list(home.rglob(f"{session}.jsonl"))
+        transcript.write_text(_json.dumps({"type": "assistant", "uuid": "x", "parentUuid": "gone",
+                                           "sessionId": "someone-else"}) + "\n")
+        proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    row = queue.get(job["id"])
+    assert row["status"] == "succeeded", row["error"]
+    assert row["result"]["summary"] == "Started afresh." and row["attempts"] == 2
+    assert "resume_refused_starting_fresh" in proc.stdout
