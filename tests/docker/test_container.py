@@ -326,10 +326,12 @@ def test_a_stub_job_succeeds_and_its_log_is_on_the_share(stack):
     assert "stub agent: would ask a coding agent to" in shown.stdout
 
 
-def test_every_process_but_tini_runs_as_the_runner_with_no_capability(stack):
+def test_by_default_the_agent_runs_under_its_own_uid_without_capabilities(stack):
     _, runner, agent = split(hold_job(stack)[1])
-    # The agent shares the runner's uid (RUNNER_AGENT_USER unset): then neither holds any.
-    assert all(p["uid"] == RUNNER_UID and p["caps"] == set() for p in runner + agent), runner + agent
+    assert all(p["uid"] == AGENT_UID and p["caps"] == set() for p in agent), agent
+    # The runner holds only what it needs to start, signal and clean up after that uid.
+    assert all(p["uid"] == RUNNER_UID and p["caps"] <= RUNNER_CAPS for p in runner), runner
+    assert any(p["caps"] == RUNNER_CAPS for p in runner), runner
 
 
 def test_a_real_claude_cli_job_succeeds_against_the_loopback_api(stack):
@@ -392,12 +394,9 @@ def test_three_replicas_share_the_queue_with_distinct_worker_ids(stack):
     assert ids <= {d.name for d in (stack.data / "state").iterdir() if d.is_dir()}
 
 
-def test_with_runner_agent_user_the_agent_runs_under_its_own_uid_without_capabilities(stack):
+def test_sharing_the_runners_uid_is_an_explicit_choice_and_then_nobody_holds_a_capability(stack):
     stack.compose("up", "-d", "--no-deps", "--no-build", "--scale", "runner=1", "runner",
-                  env={"RUNNER_AGENT_USER": "agent"})  # a changed setting recreates the container
-    [stack.cid] = stack.containers()
+                  env={"RUNNER_AGENT_USER": "", "RUNNER_REQUIRE_AGENT_ISOLATION": "false"})
+    [stack.cid] = stack.containers()  # a changed setting recreates the container
     _, runner, agent = split(hold_job(stack)[1])
-    assert all(p["uid"] == AGENT_UID and p["caps"] == set() for p in agent), agent
-    # The runner holds only what it needs to start, signal and clean up after that uid.
-    assert all(p["uid"] == RUNNER_UID and p["caps"] <= RUNNER_CAPS for p in runner), runner
-    assert any(p["caps"] == RUNNER_CAPS for p in runner), runner
+    assert all(p["uid"] == RUNNER_UID and p["caps"] == set() for p in runner + agent), runner + agent
