@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from typing import Any, Callable
 
-from runner.errors import DatabaseUnavailable, RunnerError, SettingsError
+from runner.errors import DatabaseUnavailable, InvalidJob, RunnerError, SettingsError
 from runner import dburl
 from runner.queue import Queue
 from runner.schema import JOB_STATUSES
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a free label for the web app (e.g. task, review); default: %(default)s")
     p.add_argument("--config", default="{}", help="the job's config as a JSON object")
     p.add_argument("--payload", default="{}", help="the job's payload as a JSON object")
+
+    sub.add_parser("schema", help="print the JSON Schema of a job's config")
+    p = sub.add_parser("validate", help="check a job's config without a database "
+                                        "(exit 0 valid, 2 invalid with the reason)")
+    p.add_argument("--config", required=True,
+                   help="the config as a JSON object, or @FILE to read it from a file (- for stdin)")
 
     p = sub.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("--status", choices=JOB_STATUSES, metavar="STATUS",
@@ -113,7 +119,7 @@ def _days(text: str) -> float:
 
 
 # Commands that read files first: they work without DATABASE_URL (and with the database down).
-_DATABASE_OPTIONAL = {"health", "logs"}
+_DATABASE_OPTIONAL = {"health", "logs", "schema", "validate"}
 
 
 # The CLI's exit codes (README "Exit codes").
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
         return EXIT_DATABASE
+    except InvalidJob as exc:  # the job on the command line is wrong
+        print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
+        return EXIT_USAGE
     except RunnerError as exc:
         print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
         return EXIT_FAILED
@@ -215,15 +224,49 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("enqueue")
 def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from runner import client
+    config = _json_object(args.config, "--config")
+    payload = _json_object(args.payload, "--payload")
+    # Checked before connecting: a wrong config is said even with the database down.
+    client.check(prompt=args.prompt, config=config, default_agent=settings.default_agent)
     with _queue(settings) as q:
-        job = q.enqueue(
-            prompt=args.prompt, queue=args.queue, kind=args.kind, priority=args.priority,
+        job = client.enqueue(
+            q.conn, prompt=args.prompt, queue=args.queue, kind=args.kind, priority=args.priority,
             max_attempts=args.max_attempts, repo_url=args.repo_url, base_ref=args.base_ref,
-            branch=args.branch, config=_json_object(args.config, "--config"),
-            payload=_json_object(args.payload, "--payload"),
-        )
-    print(job["id"])
+            branch=args.branch, config=config, payload=payload,
+            default_agent=settings.default_agent)
+    print(job.id)
     return 0
+
+
+@command("schema")
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.jobconfig import schema_text
+    sys.stdout.write(schema_text())
+    return 0
+
+
+@command("validate")
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    from runner import jobconfig
+    text = args.config
+    if text == "-" or text.startswith("@"):
+        try:
+            text = sys.stdin.read() if text == "-" else open(text[1:]).read()
+        except OSError as exc:
+            raise RunnerError(f"cannot read {args.config[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        print(f"runner validate: the config is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        jobconfig.parse(value, settings.default_agent)
+    except RunnerError as exc:
+        print(f"runner validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print("the config is valid")
+    return EXIT_OK
 
 
 def _fmt(value: Any) -> str:

@@ -115,7 +115,8 @@ class Queue:
 
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
         try:
-            with self.conn.cursor() as cur:
+            # dict rows also on a connection of the web app's own (runner/client.py)
+            with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(queries()[name], params)
                 return cur.fetchall() if cur.description else []
         except psycopg.OperationalError as exc:

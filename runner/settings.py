@@ -15,16 +15,13 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runner.errors import SettingsError
+# The job config's vocabulary (runner/jobconfig.py), which the allowlists draw from.
+from runner.jobconfig import AGENTS, PERMISSION_MODES  # noqa: F401
 
 if TYPE_CHECKING:
     from runner.agent_user import AgentUser
 
 CommaList = Annotated[list[str], NoDecode]
-
-# Claude Code's --permission-mode choices (2.1.x lists manual and auto; default still works).
-PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "manual",
-                    "auto")
-AGENTS = ("claude", "codex", "gemini", "stub", "command")
 
 
 def _default_worker_id() -> str:
