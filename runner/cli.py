@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a free label for the web app (e.g. task, review); default: %(default)s")
     p.add_argument("--config", default="{}", help="the job's config as a JSON object")
     p.add_argument("--payload", default="{}", help="the job's payload as a JSON object")
+    p.add_argument("--dedupe-key", help="enqueue nothing when a queued or running job has this "
+                                        "key; its id is printed instead")
+    p.add_argument("--concurrency-key", help="jobs of one key run one after another (up to "
+                                             "--concurrency-limit at once), in enqueue order; "
+                                             "default: repository#branch when --branch is given")
+    p.add_argument("--concurrency-limit", type=_int_between(1, 10000),
+                   help="how many jobs of the key may run at once (1-10000); default: 1, or "
+                        "RUNNER_CONCURRENCY_LIMITS")
+    p.add_argument("--depends-on", action="append", metavar="JOB_ID", default=None,
+                   help="run only after this job succeeded (repeatable); if it fails, this job fails")
 
     sub.add_parser("schema", help="print the JSON Schema of a job's config")
     p = sub.add_parser("validate", help="check a job's config without a database "
@@ -234,7 +244,12 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
             q.conn, prompt=args.prompt, queue=args.queue, kind=args.kind, priority=args.priority,
             max_attempts=args.max_attempts, repo_url=args.repo_url, base_ref=args.base_ref,
             branch=args.branch, config=config, payload=payload,
+            dedupe_key=args.dedupe_key, concurrency_key=args.concurrency_key,
+            concurrency_limit=args.concurrency_limit, depends_on=args.depends_on,
             default_agent=settings.default_agent)
+    if not job.created:
+        print(f"a job with dedupe key {args.dedupe_key!r} is already queued or running; "
+              f"nothing was enqueued", file=sys.stderr)
     print(job.id)
     return 0
 

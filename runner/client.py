@@ -38,16 +38,68 @@ def enqueue(conn: Any, *, prompt: str = "", repo_url: str | None = None,
             config: dict[str, Any] | None = None, queue: str = "default", kind: str = "task",
             priority: int = 0, max_attempts: int = 3, base_ref: str | None = None,
             branch: str | None = None, payload: dict[str, Any] | None = None,
-            run_after: datetime | None = None, default_agent: str = "claude") -> Enqueued:
+            run_after: datetime | None = None, dedupe_key: str | None = None,
+            concurrency_key: str | None = None, concurrency_limit: int | None = None,
+            depends_on: list[uuid.UUID | str] | None = None,
+            default_agent: str = "claude") -> Enqueued:
     """Check the job, then INSERT it on ``conn`` (a psycopg 3 connection or a SQLAlchemy
-    Connection over psycopg), in whatever transaction the caller has open."""
+    Connection over psycopg), in whatever transaction the caller has open.
+
+    ``dedupe_key``: when a queued, claimed or running job with this key exists, nothing is
+    inserted and that job's id comes back (``created=False``) — a double-clicked button
+    enqueues once. ``concurrency_key`` (default ``repo_url#branch`` when a branch is given)
+    with ``concurrency_limit`` (default 1): at most that many jobs of the key run at once,
+    in enqueue order. ``depends_on``: job ids that must all succeed first; if one fails or
+    is cancelled, this job ends failed without running. They must exist (in this
+    transaction too: a pipeline can be enqueued in one transaction).
+    """
     check(prompt=prompt, config=config or {}, priority=priority, max_attempts=max_attempts,
           payload=payload, default_agent=default_agent)
-    row = Queue(_psycopg(conn), "client").enqueue(
-        prompt=prompt, queue=queue, kind=kind, priority=priority, max_attempts=max_attempts,
-        repo_url=repo_url, base_ref=base_ref, branch=branch, payload=payload, config=config,
-        run_after=run_after)
-    return Enqueued(row["id"], True)
+    deps = _check_keys(dedupe_key, concurrency_key, concurrency_limit, depends_on)
+    q = Queue(_psycopg(conn), "client")
+    if deps:
+        missing = sorted(set(deps) - q.existing_job_ids(deps))
+        if missing:
+            raise InvalidJob(f"depends_on names jobs that do not exist: {', '.join(missing)}")
+    # ON CONFLICT DO NOTHING, then a fresh look for the job that won: READ COMMITTED (the
+    # default) lets the second statement see a row committed while the first waited. The
+    # winner may finish in between; then the key is free and the INSERT is tried again.
+    for _ in range(3):
+        row = q.enqueue(
+            prompt=prompt, queue=queue, kind=kind, priority=priority, max_attempts=max_attempts,
+            repo_url=repo_url, base_ref=base_ref, branch=branch, payload=payload, config=config,
+            run_after=run_after, dedupe_key=dedupe_key, concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit, depends_on=deps or None)
+        if row is not None:
+            return Enqueued(row["id"], True)
+        assert dedupe_key is not None  # only a dedupe key can make the INSERT a no-op
+        existing = q.open_job_by_dedupe_key(dedupe_key)
+        if existing is not None:
+            return Enqueued(existing, False)
+    raise InvalidJob(f"dedupe_key {dedupe_key!r} is being enqueued and finished again and "
+                     f"again by others; try again")
+
+
+def _check_keys(dedupe_key: Any, concurrency_key: Any, concurrency_limit: Any,
+                depends_on: Any) -> list[str]:
+    for name, value in (("dedupe_key", dedupe_key), ("concurrency_key", concurrency_key)):
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 1000
+                                  or "\x00" in value):
+            raise InvalidJob(f"{name} must be text of 1 to 1000 characters, got {value!r:.80}")
+    if concurrency_limit is not None and (isinstance(concurrency_limit, bool) or not isinstance(
+            concurrency_limit, int) or not 1 <= concurrency_limit <= 10000):
+        raise InvalidJob(f"concurrency_limit must be a whole number from 1 to 10000, got {concurrency_limit!r}")
+    if depends_on is None:
+        return []
+    if isinstance(depends_on, (str, bytes)) or not isinstance(depends_on, (list, tuple)):
+        raise InvalidJob("depends_on must be a list of job ids")
+    ids = []
+    for item in depends_on:
+        try:
+            ids.append(str(item if isinstance(item, uuid.UUID) else uuid.UUID(str(item))))
+        except ValueError:
+            raise InvalidJob(f"depends_on has {str(item)[:60]!r}, which is not a job id (a UUID)") from None
+    return ids
 
 
 def check(*, prompt: str, config: dict[str, Any], priority: int = 0, max_attempts: int = 3,

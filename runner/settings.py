@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     keep_branch_hours: float = Field(default=168, ge=0)
     verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
 
+    # -- enqueue guarantees (docs/enqueue.md) ----------------------------------------
+    # JSON {"<concurrency key>": limit, …}: how many jobs of that key may be active at
+    # once, over the job's own concurrency_limit (default 1). Every worker should agree.
+    concurrency_limits: dict[str, Annotated[int, Field(ge=1, le=10000)]] = Field(default_factory=dict)
+
 
 def _only_known(value: list[str], known: tuple[str, ...], what: str) -> list[str]:
     unknown = sorted(set(value) - set(known))

@@ -80,7 +80,7 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         try:
             git("worktree", "prune", cwd=mirror, settings=settings)
             base_commit = _resolve_base(mirror, base_ref, url, settings)
-            _claim_branch(mirror, branch, job_id, base_commit, push, settings)
+            base_commit = _claim_branch(mirror, branch, job_id, base_commit, push, settings)
             git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), base_commit,
                 cwd=mirror, settings=settings)
             config = str(mirror / "config")
@@ -119,7 +119,9 @@ def _resolve_base(mirror: Path, base_ref: str | None, url: str, settings: Settin
 
 
 def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
-                  settings: Settings) -> None:
+                  settings: Settings) -> str:
+    """The commit the job starts from: ``base``, or the branch's head when an earlier job
+    left its work there (jobs of one branch run one after another: its concurrency key)."""
     local = _rev(mirror, f"refs/heads/{branch}", settings)
     if local is not None:
         user = _worktree_of(mirror, branch, settings)
@@ -131,17 +133,23 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
         extra = _count(mirror, f"{base}..{local}", settings)
         if owner == job_id:
             log.info("branch_reset_previous_attempt", branch=branch, discarded_commits=extra)
+        elif extra and owner:
+            # An earlier job's work on this branch: the next job on the branch builds on it
+            # (an implement step, then a review or fix-up step), never throws it away.
+            log.info("branch_continued_from_earlier_job", branch=branch, earlier_job=owner,
+                     commits=extra)
+            base = local
         elif extra:
-            made_by = f"job {owner}" if owner else "something other than the runner"
             raise BranchConflict(
                 f"branch {branch!r} already exists in the runner's cache with {extra} "
-                f"commit(s) the base lacks, made by {made_by}; choose another branch, or "
-                f"push that work and give its branch as base_ref to build on it")
+                f"commit(s) the base lacks, made by something other than the runner; choose "
+                f"another branch, or push that work and give its branch as base_ref to build on it")
     remote = _rev(mirror, f"refs/remotes/origin/{branch}", settings)
     if push and remote is not None and _count(mirror, f"{base}..{remote}", settings):
         raise BranchConflict(
             f"branch {branch!r} already exists on the remote with commits the base lacks, so "
             f"the push would be rejected; choose another branch or set base_ref to {branch!r}")
+    return base
 
 
 def _rev(mirror: Path, ref: str, settings: Settings) -> str | None:
