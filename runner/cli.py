@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
+    p = sub.add_parser("pause", help="stop every worker claiming from a queue (running jobs go on)")
+    p.add_argument("queue")
+    p.add_argument("--for", dest="duration", type=_duration,
+                   help="for how long, e.g. 90s, 30m, 2h, 1d; default: until `runner resume`")
+    p.add_argument("--reason", default="", help="shown in `runner jobs` and `runner workers`")
+    p = sub.add_parser("resume", help="let workers claim from a paused queue again")
+    p.add_argument("queue")
     p = sub.add_parser("workers", help="the workers and when each was last seen")
     p.add_argument("--prune", action="store_true",
                    help="first delete the rows of workers gone (not seen) for --gone-minutes")
@@ -116,6 +123,18 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
         return value
     parse.__name__ = "number"
     return parse
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    seconds = float(m[1]) * _UNITS[m[2] or "s"] if m else 0
+    if not m or not 0 < seconds <= 366 * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 90s, 30m, 2h or 1d (at most a year)")
+    return seconds
 
 
 def _days(text: str) -> float:
@@ -312,9 +331,39 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
         return watch_jobs(settings, status=args.status, queue=args.queue, limit=args.limit)
     with _queue(settings) as q:
         rows = q.list(status=args.status, queue=args.queue, limit=args.limit)
+        pauses = q.pauses()
     for r in rows:
         r["tries"] = f"{r['attempts']}/{r['max_attempts']}"
     print(table(rows, ["id", "queue", "status", "priority", "tries", "claimed_by", "updated_at", "error"]))
+    _print_pauses(pauses)
+    return 0
+
+
+def _print_pauses(pauses: list[dict[str, Any]]) -> None:
+    for p in pauses:
+        until = f"until {_fmt(p['until'])}" if p["until"] else "until resumed"
+        why = f": {p['reason']}" if p["reason"] else ""
+        print(f"queue {p['queue']!r} is paused {until} (by {p['paused_by']}){why}")
+
+
+@command("pause")
+def _pause(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta, timezone
+    until = (datetime.now(timezone.utc) + timedelta(seconds=args.duration)
+             if args.duration else None)
+    with _queue(settings) as q:
+        q.pause(args.queue, until, args.reason, by=f"cli:{settings.worker_id}")
+        pauses = q.pauses()
+    _print_pauses([p for p in pauses if p["queue"] == args.queue])
+    return 0
+
+
+@command("resume")
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    with _queue(settings) as q:
+        if not q.resume(args.queue):
+            raise RunnerError(f"queue {args.queue!r} is not paused")
+    print(f"queue {args.queue!r} resumed")
     return 0
 
 
@@ -401,9 +450,11 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
             removed = q.prune_workers(args.gone_minutes * 60)
             print(f"removed {removed} worker row(s) not seen for {args.gone_minutes} minute(s)")
         rows = q.workers()
+        pauses = q.pauses()
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
     print(table(rows, ["id", "host", "pid", "state", "current_job", "last_seen_at", "version"]))
+    _print_pauses(pauses)
     return 0
 
 

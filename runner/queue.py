@@ -182,6 +182,17 @@ class Queue:
     def requeue_expired(self) -> list[uuid.UUID]:
         return [r["job_id"] for r in self._run("requeue_expired", worker_id=self.worker_id)]
 
+    def pause(self, queue: str, until: datetime | None, reason: str = "",
+              by: str = "operator") -> dict[str, Any]:
+        return self._run("pause_queue", queue=queue, until=until, reason=_safe(reason), by=by)[0]
+
+    def resume(self, queue: str) -> bool:
+        return bool(self._run("resume_queue", queue=queue))
+
+    def pauses(self) -> list[dict[str, Any]]:
+        """The queues paused now (a pause whose time ran out is over)."""
+        return self._run("active_pauses")
+
     def fail_dependents(self) -> list[uuid.UUID]:
         """End failed the queued jobs whose dependency failed, was cancelled or is gone."""
         return [r["job_id"] for r in self._run("fail_dependents", worker_id=self.worker_id)]

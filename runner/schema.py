@@ -88,6 +88,16 @@ jobs = Table(
           postgresql_where=text("status = 'queued' AND depends_on IS NOT NULL")),
 )
 
+# A paused queue: no worker claims from it until ``until`` (NULL: until resumed).
+queue_pauses = Table(
+    "queue_pauses", metadata,
+    Column("queue", Text, primary_key=True),
+    Column("until", DateTime(timezone=True)),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("paused_by", Text),
+    Column("paused_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
 # Per concurrency key, how many of its jobs are claimed or running: kept exact by triggers
 # on jobs (migration 0004), locked and re-checked by the claim.
 concurrency_keys = Table(

@@ -317,3 +317,50 @@ def test_a_pipeline_in_one_transaction_and_unknown_dependencies(db_url, queue):
                               "RETURNING id", (str(ghost),)).fetchone()[0]
     queue.fail_dependents()
     assert queue.get(orphan)["error"] == f"dependency {ghost} does not exist, so this job did not run"
+
+
+# -- pause / resume -----------------------------------------------------------------------
+
+def test_a_paused_queue_is_not_claimed_from_until_resumed_or_its_time_is_up(db_url, queue):
+    job = _enqueue(db_url, prompt="waits", queue="gpu")
+    other = _enqueue(db_url, prompt="other queue")
+    queue.pause("gpu", None, "model API overloaded")
+    assert queue.claim(["gpu"], 60) is None
+    assert queue.claim(["gpu", "default"], 60).id == other.id  # other queues go on
+    other_worker = Queue.open(db_url, "other-worker")
+    try:
+        assert other_worker.claim(["gpu"], 60) is None  # every worker honours it
+    finally:
+        other_worker.close()
+    assert [p["queue"] for p in queue.pauses()] == ["gpu"]
+    assert queue.resume("gpu") and not queue.resume("gpu")
+    assert queue.claim(["gpu"], 60).id == job.id
+    # a pause with a time limit ends by itself
+    _enqueue(db_url, prompt="later", queue="gpu")
+    queue.pause("gpu", datetime.now(timezone.utc) - timedelta(seconds=1))
+    assert queue.pauses() == []
+    assert queue.claim(["gpu"], 60) is not None
+
+
+def test_cli_pause_and_resume(runner_env, queue):
+    import subprocess
+    import sys
+    from tests.conftest import REPO as ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, env=runner_env,
+                              capture_output=True, text=True, timeout=60)
+
+    proc = cli("pause", "default", "--for", "30m", "--reason", "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert "queue 'default' is paused until" in proc.stdout and "deploy" in proc.stdout
+    queue.enqueue(prompt="x")
+    assert queue.claim(["default"], 60) is None
+    assert "queue 'default' is paused" in cli("jobs").stdout
+    assert "queue 'default' is paused" in cli("workers").stdout
+    bad = cli("pause", "default", "--for", "soon")
+    assert bad.returncode == 2 and "is not a duration like 90s, 30m, 2h or 1d" in bad.stderr
+    assert cli("resume", "default").returncode == 0
+    again = cli("resume", "default")
+    assert again.returncode == 1 and "queue 'default' is not paused" in again.stderr
+    assert queue.claim(["default"], 60) is not None

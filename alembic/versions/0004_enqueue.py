@@ -8,6 +8,8 @@
   key, how many of its jobs are active; a trigger keeps that count exact on every status
   change by any statement, and the claim locks the key's row and re-checks it.
 * ``depends_on``: job ids that must all have succeeded before the job is claimed.
+* ``queue_pauses``: a queue with a row here (until ``until``, or until resumed) is not
+  claimed from by any worker (``runner pause`` / ``runner resume``).
 
 Revision ID: 0004_enqueue
 Revises: 0002 (the lead re-chains it after 0003 at merge time)
@@ -36,6 +38,14 @@ CREATE INDEX jobs_queued_by_key ON jobs (concurrency_key, created_at, id)
 -- The dependency sweep reads only the queued jobs that wait on others.
 CREATE INDEX jobs_queued_with_deps ON jobs (id)
     WHERE status = 'queued' AND depends_on IS NOT NULL;
+
+CREATE TABLE queue_pauses (
+    queue     text PRIMARY KEY,
+    until     timestamptz,
+    reason    text NOT NULL DEFAULT '',
+    paused_by text,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE concurrency_keys (
     key    text PRIMARY KEY,
@@ -97,6 +107,7 @@ DROP TRIGGER IF EXISTS runner_jobs_concurrency_key ON jobs;
 DROP FUNCTION IF EXISTS runner_jobs_concurrency_count();
 DROP FUNCTION IF EXISTS runner_jobs_concurrency_key();
 DROP TABLE IF EXISTS concurrency_keys;
+DROP TABLE IF EXISTS queue_pauses;
 DROP INDEX IF EXISTS jobs_queued_with_deps;
 DROP INDEX IF EXISTS jobs_queued_by_key;
 DROP INDEX IF EXISTS jobs_dedupe_key_open;

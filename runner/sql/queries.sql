@@ -79,7 +79,11 @@ WITH candidate AS (
                AS key_limit
     FROM jobs j
     LEFT JOIN concurrency_keys k ON k.key = j.concurrency_key
-    WHERE j.status = 'queued' AND j.run_after <= now() AND j.queue = ANY(%(queues)s)
+    WHERE j.status = 'queued' AND j.run_after <= now()
+      -- our queues minus the paused ones (evaluated once, not per row)
+      AND j.queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q
+                              WHERE NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = q
+                                                AND (p.until IS NULL OR p.until > now()))))
       AND (j.depends_on IS NULL OR
            (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
                = cardinality(j.depends_on))
@@ -92,9 +96,10 @@ WITH candidate AS (
     LIMIT 1
     FOR UPDATE OF j SKIP LOCKED
 ), slot AS (
+    -- scalar sub-selects, so the key's row is found by its primary key, not a join scan
     UPDATE concurrency_keys k SET active = k.active
-    FROM candidate c
-    WHERE k.key = c.concurrency_key AND k.active < c.key_limit
+    WHERE k.key = (SELECT concurrency_key FROM candidate)
+      AND k.active < (SELECT key_limit FROM candidate)
     RETURNING k.key
 ), claimed AS (
     UPDATE jobs j
@@ -322,3 +327,20 @@ RETURNING id;
 -- a job that crashes the runner every time must end, not loop for ever.
 SELECT count(*) AS faults FROM job_events
 WHERE job_id = %(id)s AND event = 'rolled_back' AND detail->>'runner_fault' = 'true';
+
+-- name: pause_queue
+-- No worker claims from a paused queue (the claim leaves it out); jobs already running go on.
+INSERT INTO queue_pauses (queue, until, reason, paused_by)
+VALUES (%(queue)s, %(until)s, %(reason)s, %(by)s)
+ON CONFLICT (queue) DO UPDATE
+SET until = EXCLUDED.until, reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by,
+    paused_at = now()
+RETURNING queue, until, reason, paused_by, paused_at;
+
+-- name: resume_queue
+DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue;
+
+-- name: active_pauses
+SELECT queue, until, reason, paused_by, paused_at FROM queue_pauses
+WHERE until IS NULL OR until > now()
+ORDER BY queue;
