@@ -186,8 +186,8 @@ _JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "nul
 Tool = Annotated[str, Field(pattern=TOOL)]
 Tools = Annotated[list[Tool] | None, Field(default=None, max_length=MAX_TOOLS)]
 _TOOLS_EXPECTED = f'a list of tool names like ["Edit", "Bash(git diff:*)"] (at most {MAX_TOOLS})'
-_TOOL_ITEM = "tool", ("a name like Edit, mcp__server__tool or Bash(git diff:*) (no leading '-', "
-                      "no control characters)")
+_TOOL_ITEM = ("a name like Edit, mcp__server__tool or Bash(git diff:*) (no leading '-', "
+              "no control characters)")
 
 
 class JobConfig(BaseModel):
@@ -213,10 +213,10 @@ class JobConfig(BaseModel):
         json_schema_extra=_expect("one of " + ", ".join(PERMISSION_MODES)))
     allowed_tools: Tools = Field(
         None, description="claude only: --allowedTools, one tool spec per item.",
-        json_schema_extra=_expect(_TOOLS_EXPECTED, _TOOL_ITEM[1]))
+        json_schema_extra=_expect(_TOOLS_EXPECTED, _TOOL_ITEM))
     disallowed_tools: Tools = Field(
         None, description="claude only: --disallowedTools, one tool spec per item.",
-        json_schema_extra=_expect(_TOOLS_EXPECTED, _TOOL_ITEM[1]))
+        json_schema_extra=_expect(_TOOLS_EXPECTED, _TOOL_ITEM))
     effort: Literal[EFFORTS] | None = Field(  # type: ignore[valid-type]
         None, description="claude: --effort (low, medium, high, xhigh, max); codex: "
                           "model_reasoning_effort (minimal, low, medium, high, xhigh).",
