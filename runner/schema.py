@@ -8,7 +8,7 @@ trigger installed by the first migration announces it on the ``runner_jobs`` cha
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
+    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Identity, Index, Integer,
     MetaData, Table, Text, text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -62,6 +62,9 @@ jobs = Table(
     Column("concurrency_limit", Integer),
     # Job ids that must all have succeeded before this one is claimed.
     Column("depends_on", ARRAY(UUID(as_uuid=True))),
+    # Enqueue order, also inside one transaction (where every created_at is the same):
+    # the order of the jobs of one concurrency key.
+    Column("enqueue_seq", BigInteger, Identity(always=True), nullable=False),
     CheckConstraint("concurrency_limit >= 1", name="jobs_concurrency_limit_positive"),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="jobs_status_known"
@@ -82,7 +85,7 @@ jobs = Table(
           postgresql_where=text("status IN ('succeeded', 'failed', 'blocked', 'cancelled')")),
     Index("jobs_dedupe_key_open", "dedupe_key", unique=True,
           postgresql_where=text("status IN ('queued', 'claimed', 'running')")),
-    Index("jobs_queued_by_key", "concurrency_key", "created_at", "id",
+    Index("jobs_queued_by_key", "concurrency_key", "enqueue_seq",
           postgresql_where=text("status = 'queued' AND concurrency_key IS NOT NULL")),
     Index("jobs_queued_with_deps", "id",
           postgresql_where=text("status = 'queued' AND depends_on IS NOT NULL")),

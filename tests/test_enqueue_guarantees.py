@@ -202,7 +202,6 @@ def test_eight_claimers_never_run_two_jobs_of_one_key(db_url, queue):
     from job_events, never two jobs of one key active at once; all done; order kept."""
     keys = [f"{REPO}#branch-{k}" for k in range(20)]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        # one INSERT per job, so enqueue order is the order of created_at
         for i in range(300):
             conn.execute("INSERT INTO jobs (prompt, repo_url, branch) VALUES (%s, %s, %s)",
                          (f"job {i}", REPO, f"branch-{random.randrange(20)}"))
@@ -247,7 +246,7 @@ def test_eight_claimers_never_run_two_jobs_of_one_key(db_url, queue):
             "JOIN jobs j ON j.id = e.job_id WHERE e.event IN ('claimed', 'succeeded') ORDER BY e.id"
         ).fetchall()
         enqueue_order = conn.execute(
-            "SELECT concurrency_key, id FROM jobs ORDER BY created_at, id").fetchall()
+            "SELECT concurrency_key, id FROM jobs ORDER BY enqueue_seq").fetchall()
         counts = conn.execute("SELECT key, active FROM concurrency_keys").fetchall()
     assert statuses == [("succeeded", 300)]
     active: dict[str, int] = defaultdict(int)

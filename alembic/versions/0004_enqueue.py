@@ -28,12 +28,14 @@ ALTER TABLE jobs
     ADD COLUMN concurrency_key text,
     ADD COLUMN concurrency_limit integer CONSTRAINT jobs_concurrency_limit_positive
         CHECK (concurrency_limit >= 1),
-    ADD COLUMN depends_on uuid[];
+    ADD COLUMN depends_on uuid[],
+    -- Enqueue order, also inside one transaction (where every created_at is the same).
+    ADD COLUMN enqueue_seq bigint GENERATED ALWAYS AS IDENTITY;
 
 CREATE UNIQUE INDEX jobs_dedupe_key_open ON jobs (dedupe_key)
     WHERE status IN ('queued', 'claimed', 'running');
 -- The claim asks "is an earlier job of this key still queued?" for each keyed candidate.
-CREATE INDEX jobs_queued_by_key ON jobs (concurrency_key, created_at, id)
+CREATE INDEX jobs_queued_by_key ON jobs (concurrency_key, enqueue_seq)
     WHERE status = 'queued' AND concurrency_key IS NOT NULL;
 -- The dependency sweep reads only the queued jobs that wait on others.
 CREATE INDEX jobs_queued_with_deps ON jobs (id)
@@ -112,7 +114,8 @@ DROP INDEX IF EXISTS jobs_queued_with_deps;
 DROP INDEX IF EXISTS jobs_queued_by_key;
 DROP INDEX IF EXISTS jobs_dedupe_key_open;
 ALTER TABLE jobs DROP COLUMN IF EXISTS depends_on, DROP COLUMN IF EXISTS concurrency_limit,
-    DROP COLUMN IF EXISTS concurrency_key, DROP COLUMN IF EXISTS dedupe_key;
+    DROP COLUMN IF EXISTS concurrency_key, DROP COLUMN IF EXISTS dedupe_key,
+    DROP COLUMN IF EXISTS enqueue_seq;
 """
 
 

@@ -91,7 +91,7 @@ WITH candidate AS (
            k.active < coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1)
            AND NOT EXISTS (SELECT 1 FROM jobs e
                            WHERE e.concurrency_key = j.concurrency_key AND e.status = 'queued'
-                             AND (e.created_at, e.id) < (j.created_at, j.id))))
+                             AND e.enqueue_seq < j.enqueue_seq)))
     ORDER BY j.priority DESC, j.created_at, j.id
     LIMIT 1
     FOR UPDATE OF j SKIP LOCKED
