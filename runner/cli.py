@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from typing import Any, Callable
 
-from runner.errors import DatabaseUnavailable, RunnerError, SettingsError
+from runner.errors import DatabaseUnavailable, InvalidJob, RunnerError, SettingsError
 from runner import dburl
 from runner.tables import fmt as _fmt, table
 from runner.queue import Queue
@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a free label for the web app (e.g. task, review); default: %(default)s")
     p.add_argument("--config", default="{}", help="the job's config as a JSON object")
     p.add_argument("--payload", default="{}", help="the job's payload as a JSON object")
+    p.add_argument("--dedupe-key", help="enqueue nothing when a queued or running job has this "
+                                        "key; its id is printed instead")
+    p.add_argument("--concurrency-key", help="jobs of one key run one after another (up to "
+                                             "--concurrency-limit at once), in enqueue order; "
+                                             "default: repository#branch when --branch is given")
+    p.add_argument("--concurrency-limit", type=_int_between(1, 10000),
+                   help="how many jobs of the key may run at once (1-10000); default: 1, or "
+                        "RUNNER_CONCURRENCY_LIMITS")
+    p.add_argument("--depends-on", action="append", metavar="JOB_ID", default=None,
+                   help="run only after this job succeeded (repeatable); if it fails, this job fails")
+
+    sub.add_parser("schema", help="print the JSON Schema of a job's config")
+    p = sub.add_parser("validate", help="check a job's config without a database "
+                                        "(exit 0 valid, 2 invalid with the reason)")
+    p.add_argument("--config", required=True,
+                   help="the config as a JSON object, or @FILE to read it from a file (- for stdin)")
 
     p = sub.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("--status", choices=JOB_STATUSES, metavar="STATUS",
@@ -70,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
+    p = sub.add_parser("pause", help="stop every worker claiming from a queue (running jobs go on)")
+    p.add_argument("queue")
+    p.add_argument("--for", dest="duration", type=_duration,
+                   help="for how long, e.g. 90s, 30m, 2h, 1d; default: until `runner resume`")
+    p.add_argument("--reason", default="", help="shown in `runner jobs` and `runner workers`")
+    p = sub.add_parser("resume", help="let workers claim from a paused queue again")
+    p.add_argument("queue")
     p = sub.add_parser("workers", help="the workers and when each was last seen")
     p.add_argument("--prune", action="store_true",
                    help="first delete the rows of workers gone (not seen) for --gone-minutes")
@@ -103,6 +126,18 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    seconds = float(m[1]) * _UNITS[m[2] or "s"] if m else 0
+    if not m or not 0 < seconds <= 366 * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 90s, 30m, 2h or 1d (at most a year)")
+    return seconds
+
+
 def _days(text: str) -> float:
     try:
         value = float(text)
@@ -114,7 +149,7 @@ def _days(text: str) -> float:
 
 
 # Commands that read files first: they work without DATABASE_URL (and with the database down).
-_DATABASE_OPTIONAL = {"health", "logs"}
+_DATABASE_OPTIONAL = {"health", "logs", "schema", "validate"}
 
 
 # The CLI's exit codes (README "Exit codes").
@@ -140,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
         return EXIT_DATABASE
+    except InvalidJob as exc:  # the job on the command line is wrong
+        print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
+        return EXIT_USAGE
     except RunnerError as exc:
         print(dburl.scrub(f"runner {args.command}: {exc}", url), file=sys.stderr)
         return EXIT_FAILED
@@ -216,14 +254,23 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("enqueue")
 def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from runner import client
+    config = _json_object(args.config, "--config")
+    payload = _json_object(args.payload, "--payload")
+    # Checked before connecting: a wrong config is said even with the database down.
+    client.check(prompt=args.prompt, config=config, default_agent=settings.default_agent)
     with _queue(settings) as q:
-        job = q.enqueue(
-            prompt=args.prompt, queue=args.queue, kind=args.kind, priority=args.priority,
+        job = client.enqueue(
+            q.conn, prompt=args.prompt, queue=args.queue, kind=args.kind, priority=args.priority,
             max_attempts=args.max_attempts, repo_url=args.repo_url, base_ref=args.base_ref,
-            branch=args.branch, config=_json_object(args.config, "--config"),
-            payload=_json_object(args.payload, "--payload"),
-        )
-    print(job["id"])
+            branch=args.branch, config=config, payload=payload,
+            dedupe_key=args.dedupe_key, concurrency_key=args.concurrency_key,
+            concurrency_limit=args.concurrency_limit, depends_on=args.depends_on,
+            default_agent=settings.default_agent)
+    if not job.created:
+        print(f"a job with dedupe key {args.dedupe_key!r} is already queued or running; "
+              f"nothing was enqueued", file=sys.stderr)
+    print(job.id)
     return 0
 
 
@@ -235,6 +282,36 @@ def _duration(seconds: Any) -> str | None:
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+@command("schema")
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.jobconfig import schema_text
+    sys.stdout.write(schema_text())
+    return 0
+
+
+@command("validate")
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    from runner import jobconfig
+    text = args.config
+    if text == "-" or text.startswith("@"):
+        try:
+            text = sys.stdin.read() if text == "-" else open(text[1:]).read()
+        except OSError as exc:
+            raise RunnerError(f"cannot read {args.config[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        print(f"runner validate: the config is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        jobconfig.parse(value, settings.default_agent)
+    except RunnerError as exc:
+        print(f"runner validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print("the config is valid")
+    return EXIT_OK
 
 
 def _json_value(value: Any) -> str:
@@ -249,9 +326,39 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
         return watch_jobs(settings, status=args.status, queue=args.queue, limit=args.limit)
     with _queue(settings) as q:
         rows = q.list(status=args.status, queue=args.queue, limit=args.limit)
+        pauses = q.pauses()
     for r in rows:
         r["tries"] = f"{r['attempts']}/{r['max_attempts']}"
     print(table(rows, ["id", "queue", "status", "priority", "tries", "claimed_by", "updated_at", "error"]))
+    _print_pauses(pauses)
+    return 0
+
+
+def _print_pauses(pauses: list[dict[str, Any]]) -> None:
+    for p in pauses:
+        until = f"until {_fmt(p['until'])}" if p["until"] else "until resumed"
+        why = f": {p['reason']}" if p["reason"] else ""
+        print(f"queue {p['queue']!r} is paused {until} (by {p['paused_by']}){why}")
+
+
+@command("pause")
+def _pause(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta, timezone
+    until = (datetime.now(timezone.utc) + timedelta(seconds=args.duration)
+             if args.duration else None)
+    with _queue(settings) as q:
+        q.pause(args.queue, until, args.reason, by=f"cli:{settings.worker_id}")
+        pauses = q.pauses()
+    _print_pauses([p for p in pauses if p["queue"] == args.queue])
+    return 0
+
+
+@command("resume")
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    with _queue(settings) as q:
+        if not q.resume(args.queue):
+            raise RunnerError(f"queue {args.queue!r} is not paused")
+    print(f"queue {args.queue!r} resumed")
     return 0
 
 
@@ -346,6 +453,7 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
             removed = q.prune_workers(args.gone_minutes * 60)
             print(f"removed {removed} worker row(s) not seen for {args.gone_minutes} minute(s)")
         rows = q.workers()
+        pauses = q.pauses()
     from runner.progress import summary
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
@@ -353,6 +461,7 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
         r["progress"] = summary(r.get("progress"))
     print(table(rows, ["id", "host", "pid", "state", "current_job", "running_for", "progress",
                        "last_seen_at", "version"]))
+    _print_pauses(pauses)
     return 0
 
 

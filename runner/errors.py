@@ -34,6 +34,10 @@ class InvalidAgentConfig(JobInputError):
     """The job's agent configuration is invalid."""
 
 
+class InvalidJob(RunnerError):
+    """The job was not enqueued: it is not valid."""
+
+
 class InvalidRepository(JobInputError):
     """The job's repository cannot be used."""
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from runner import (budget, clone, continuation, gates, leftovers, logs, progress, push, retry,
-                    state, verify, worktree)
+from runner import (budget, clone, continuation, gates, jobconfig, leftovers, logs, progress,
+                    push, retry, state, verify, worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
@@ -93,14 +93,14 @@ class JobRun:
             if isinstance(self.job.get(column), TooDeep):
                 raise JobInputError(f"the job's {column} is JSON nested too deeply for the runner "
                                     f"to read (at most about 900 levels)")
-        config = self.job["config"]
-        if not isinstance(config, dict):
-            raise JobInputError(f"config must be a JSON object, got {type(config).__name__}")
+        # The config is parsed once, here, before any side effect; everything after reads
+        # the typed result (runner/jobconfig.py).
+        config = jobconfig.parse(self.job["config"], self.settings.default_agent)
         prompt = build_prompt(self.job, self.settings)
         agent = select_agent(config, self.settings)
         limits = budget.limits(config, self.settings)
-        timeout = _timeout(config, self.settings)
-        checks = verify.parse(config, self.settings)
+        timeout = config.timeout_s or self.settings.job_timeout_seconds
+        checks = verify.plan(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
         commit_leftovers = leftovers.commit_wanted(config)
         continuing = worktree.on_retry(config) == "continue"
@@ -391,13 +391,6 @@ def _partial(reader: Any) -> dict[str, Any]:
         return reader.partial_result() if reader is not None else {}
     except Exception:  # a reader's summary must never cost the recording
         return {}
-
-
-def _timeout(config: dict[str, Any], settings: Settings) -> int:
-    value = config.get("timeout_s", settings.job_timeout_seconds)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7 * 86400:
-        raise JobInputError(f"config.timeout_s must be a whole number of seconds from 1 to 604800, got {value!r}")
-    return value
 
 
 def _blocked_question(workdir: Path) -> str | None:

@@ -152,6 +152,7 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
     events: dict[str, int] = {}
     latencies: list[float] = []
     pending: dict[str, Any] | None = None
+    pauses: list[dict[str, Any]] = []
     if not settings.has_database:
         error = "DATABASE_URL is not set"
     else:
@@ -165,6 +166,7 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
                 latencies = q.claim_latencies(WINDOW_SECONDS)
                 if settings.webhook_url:
                     pending = q.webhook_pending()
+                pauses = q.pauses()
         except Exception as exc:  # DatabaseUnavailable, a timeout, a missing table: all "down"
             error = " ".join(str(exc).split()) or type(exc).__name__
     exp.gauge("runner_database_up", "1 when the database answered this scrape", int(error is None))
@@ -177,6 +179,9 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
     exp.family("runner_jobs", "gauge", "Jobs in the database, by queue and status",
                [({"queue": q, "status": s}, n)
                 for q, by_status in sorted(per_queue.items()) for s, n in by_status.items()])
+    exp.family("runner_queue_paused", "gauge",
+               "1 for each queue paused now (runner pause): no worker claims from it",
+               [({"queue": p["queue"]}, 1) for p in pauses])
     if worker_id:
         exp.family("runner_worker_job_events_total", "counter",
                    "Job events written by this worker (claimed, succeeded, failed, rolled_back …)",

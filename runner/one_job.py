@@ -112,7 +112,10 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
             requeued = queue.requeue_expired()
             if requeued:
                 log.warning("expired_leases_requeued", jobs=[str(j) for j in requeued])
-        return queue.claim(settings.queues, settings.lease_seconds)
+            failed = queue.fail_dependents()
+            if failed:
+                log.info("dependents_failed", jobs=[str(j) for j in failed])
+        return queue.claim(settings.queues, settings.lease_seconds, settings.concurrency_limits)
 
     listener: Listener
     if settings.listen_dsn is None:

@@ -18,6 +18,7 @@ from runner import repo_cache
 from runner.errors import JobInputError
 from runner.gitcmd import GitFailed, git, redact
 from runner.inputs import display_url
+from runner.jobconfig import JobConfig
 from runner.settings import Settings
 from runner.worktree import Workspace, _rev
 
@@ -28,13 +29,10 @@ class PushFailed(JobInputError):
     """The branch could not be pushed."""
 
 
-def wanted(config: dict[str, Any], has_repo: bool) -> bool:
-    value = config.get("push", False)
-    if not isinstance(value, bool):
-        raise JobInputError(f"config.push must be true or false, got {str(value)[:40]!r}")
-    if value and not has_repo:
+def wanted(config: JobConfig, has_repo: bool) -> bool:
+    if config.push and not has_repo:
         raise JobInputError("config.push needs a repo_url")
-    return value
+    return config.push
 
 
 def push(ws: Workspace, settings: Settings) -> dict[str, Any]:

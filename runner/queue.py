@@ -29,6 +29,9 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 # The channel the jobs trigger announces on (set in the first migration). Defined here,
 # not in runner.schema, so an iteration never imports SQLAlchemy.
 NOTIFY_CHANNEL = "runner_jobs"
+# A claim that found a job but lost its key's slot to a concurrent claim tries again, with
+# a fresh snapshot, this many times in all (each time some other worker made progress).
+CLAIM_RACE_RETRIES = 5
 
 
 @cache
@@ -116,7 +119,8 @@ class Queue:
 
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
         try:
-            with self.conn.cursor() as cur:
+            # dict rows also on a connection of the web app's own (runner/client.py)
+            with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(queries()[name], params)
                 return cur.fetchall() if cur.description else []
         except psycopg.OperationalError as exc:
@@ -133,14 +137,27 @@ class Queue:
         priority: int = 0, max_attempts: int = 3, repo_url: str | None = None,
         base_ref: str | None = None, branch: str | None = None,
         payload: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-        run_after: datetime | None = None,
-    ) -> dict[str, Any]:
+        run_after: datetime | None = None, dedupe_key: str | None = None,
+        concurrency_key: str | None = None, concurrency_limit: int | None = None,
+        depends_on: list[uuid.UUID | str] | None = None,
+    ) -> dict[str, Any] | None:
+        """The new row; None when a not-finished job with ``dedupe_key`` exists."""
         rows = self._run(
             "enqueue", prompt=prompt, queue=queue, kind=kind, priority=priority,
             max_attempts=max_attempts, repo_url=repo_url, base_ref=base_ref, branch=branch,
             payload=Jsonb(payload or {}), config=Jsonb(config or {}), run_after=run_after,
+            dedupe_key=dedupe_key, concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            depends_on=[str(d) for d in depends_on] if depends_on else None,
         )
-        return rows[0]
+        return rows[0] if rows else None
+
+    def open_job_by_dedupe_key(self, dedupe_key: str) -> uuid.UUID | None:
+        rows = self._run("open_job_by_dedupe_key", dedupe_key=dedupe_key)
+        return rows[0]["id"] if rows else None
+
+    def existing_job_ids(self, ids: list[uuid.UUID | str]) -> set[str]:
+        return {str(r["id"]) for r in self._run("existing_job_ids", ids=[str(i) for i in ids])}
 
     def request_cancel(self, job_id: uuid.UUID | str, by: str = "operator") -> str | None:
         """Flag a job for cancelling; returns its status afterwards, None if not cancellable."""
@@ -166,10 +183,36 @@ class Queue:
     def requeue_expired(self) -> list[uuid.UUID]:
         return [r["job_id"] for r in self._run("requeue_expired", worker_id=self.worker_id)]
 
-    def claim(self, queues: list[str], lease_seconds: float) -> Claim | None:
-        rows = self._run("claim", queues=list(queues), worker_id=self.worker_id,
-                         pid=os.getpid(), lease_seconds=lease_seconds)
-        return Claim(rows[0]) if rows else None
+    def pause(self, queue: str, until: datetime | None, reason: str = "",
+              by: str = "operator") -> dict[str, Any]:
+        return self._run("pause_queue", queue=queue, until=until, reason=_safe(reason), by=by)[0]
+
+    def resume(self, queue: str) -> bool:
+        return bool(self._run("resume_queue", queue=queue))
+
+    def pauses(self) -> list[dict[str, Any]]:
+        """The queues paused now (a pause whose time ran out is over)."""
+        return self._run("active_pauses")
+
+    def fail_dependents(self) -> list[uuid.UUID]:
+        """End failed the queued jobs whose dependency failed, was cancelled or is gone."""
+        return [r["job_id"] for r in self._run("fail_dependents", worker_id=self.worker_id)]
+
+    def claim(self, queues: list[str], lease_seconds: float,
+              limits: dict[str, int] | None = None) -> Claim | None:
+        """One job, or None when none is claimable now. ``limits``: the operator's
+        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS)."""
+        for _ in range(CLAIM_RACE_RETRIES):
+            row = self._run("claim", queues=list(queues), worker_id=self.worker_id,
+                            pid=os.getpid(), lease_seconds=lease_seconds,
+                            limits=Jsonb(limits or {}))[0]
+            candidates = row.pop("candidates")
+            if row["id"] is not None:
+                return Claim(row)
+            if not candidates:
+                return None
+            # Another worker took the key's last slot after our snapshot: look again.
+        return None
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
         return bool(self._run("mark_running", id=claim.id, token=claim.token,

@@ -8,10 +8,10 @@ trigger installed by the first migration announces it on the ``runner_jobs`` cha
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
+    BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Identity, Index, Integer,
     MetaData, Table, Text, text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from runner.contract import ACTIVE, FINISHED, JOB_STATUSES
 from runner.queue import NOTIFY_CHANNEL  # noqa: F401 - part of the contract
@@ -57,6 +57,18 @@ jobs = Table(
     Column("progress", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # At most one queued/claimed/running job per dedupe_key (docs/enqueue.md).
+    Column("dedupe_key", Text),
+    # At most concurrency_limit (default 1, or RUNNER_CONCURRENCY_LIMITS) jobs of one key
+    # active at once, in enqueue order; default repo_url#branch when a branch is given.
+    Column("concurrency_key", Text),
+    Column("concurrency_limit", Integer),
+    # Job ids that must all have succeeded before this one is claimed.
+    Column("depends_on", ARRAY(UUID(as_uuid=True))),
+    # Enqueue order, also inside one transaction (where every created_at is the same):
+    # the order of the jobs of one concurrency key.
+    Column("enqueue_seq", BigInteger, Identity(always=True), nullable=False),
+    CheckConstraint("concurrency_limit >= 1", name="jobs_concurrency_limit_positive"),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="jobs_status_known"
     ),
@@ -74,6 +86,31 @@ jobs = Table(
     # Pruning finished jobs walks only these.
     Index("jobs_finished_at", "finished_at",
           postgresql_where=text("status IN ('succeeded', 'failed', 'blocked', 'cancelled')")),
+    Index("jobs_dedupe_key_open", "dedupe_key", unique=True,
+          postgresql_where=text("status IN ('queued', 'claimed', 'running')")),
+    Index("jobs_queued_by_key", "concurrency_key", "enqueue_seq",
+          postgresql_where=text("status = 'queued' AND concurrency_key IS NOT NULL")),
+    Index("jobs_queued_with_deps", "id",
+          postgresql_where=text("status = 'queued' AND depends_on IS NOT NULL")),
+)
+
+# A paused queue: no worker claims from it until ``until`` (NULL: until resumed).
+queue_pauses = Table(
+    "queue_pauses", metadata,
+    Column("queue", Text, primary_key=True),
+    Column("until", DateTime(timezone=True)),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("paused_by", Text),
+    Column("paused_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+# Per concurrency key, how many of its jobs are claimed or running: kept exact by triggers
+# on jobs (migration 0004), locked and re-checked by the claim.
+concurrency_keys = Table(
+    "concurrency_keys", metadata,
+    Column("key", Text, primary_key=True),
+    Column("active", Integer, nullable=False, server_default="0"),
+    CheckConstraint("active >= 0", name="concurrency_keys_active_not_negative"),
 )
 
 workers = Table(

@@ -17,16 +17,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from runner import pooler
 from runner.envtypes import Days, Hours, PositiveSeconds, Seconds
 from runner.errors import SettingsError
+# The job config's vocabulary (runner/jobconfig.py), which the allowlists draw from.
+from runner.jobconfig import AGENTS, PERMISSION_MODES  # noqa: F401
 
 if TYPE_CHECKING:
     from runner.agent_user import AgentUser
 
 CommaList = Annotated[list[str], NoDecode]
-
-# Claude Code's --permission-mode choices (2.1.x lists manual and auto; default still works).
-PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "manual",
-                    "auto")
-AGENTS = ("claude", "codex", "gemini", "stub", "command")
 
 
 def _default_worker_id() -> str:
@@ -212,6 +209,11 @@ class Settings(BaseSettings):
     leftover_author_name: str = "runner"
     leftover_author_email: str = "runner-leftovers@localhost"
     verify_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+
+    # -- enqueue guarantees (docs/enqueue.md) ----------------------------------------
+    # JSON {"<concurrency key>": limit, …}: how many jobs of that key may be active at
+    # once, over the job's own concurrency_limit (default 1). Every worker should agree.
+    concurrency_limits: dict[str, Annotated[int, Field(ge=1, le=10000)]] = Field(default_factory=dict)
 
 
 def _only_known(value: list[str], known: tuple[str, ...], what: str) -> list[str]:

@@ -24,9 +24,9 @@ from typing import Any
 
 from runner.agent_user import AgentUser
 from runner.errors import JobInputError
+from runner.jobconfig import JobConfig
 from runner.settings import Settings
 
-MAX_COMMANDS = 20
 TAIL_LINES = 20
 _SECRETISH = re.compile(r"^(RUNNER_.*|DATABASE_URL|PG.*|ANTHROPIC_.*|CLAUDE_.*|OPENAI_.*|"
                         r"CODEX_.*|GEMINI_.*|GOOGLE_.*|.*(TOKEN|SECRET|PASSWORD|PASSWD|"
@@ -48,32 +48,11 @@ class Report:
     stopped: str | None = None  # shutdown / lease_lost / cancelled
 
 
-def parse(config: dict[str, Any], settings: Settings) -> Plan:
-    """Validate config.verify / verify_timeout_s before anything runs."""
-    raw = config.get("verify")
-    timeout = config.get("verify_timeout_s", settings.verify_timeout_seconds)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
-        raise JobInputError(f"config.verify_timeout_s must be whole seconds from 1 to 86400, "
-                            f"got {str(timeout)[:40]!r}")
-    if raw is None:
-        return Plan([], timeout)
-    if not isinstance(raw, list) or len(raw) > MAX_COMMANDS:
-        raise JobInputError(f"config.verify must be a list of at most {MAX_COMMANDS} commands")
-    commands = []
-    for i, item in enumerate(raw):
-        if isinstance(item, str):
-            try:
-                argv = shlex.split(item)
-            except ValueError as exc:
-                raise JobInputError(f"config.verify[{i}] cannot be split: {exc}") from None
-        elif isinstance(item, list) and all(isinstance(a, str) for a in item):
-            argv = list(item)
-        else:
-            raise JobInputError(f"config.verify[{i}] must be a string or a list of strings")
-        if not argv or any("\0" in a for a in argv) or sum(map(len, argv)) > 10000:
-            raise JobInputError(f"config.verify[{i}] is empty, too long or contains NUL")
-        commands.append(argv)
-    return Plan(commands, timeout)
+def plan(config: JobConfig, settings: Settings) -> Plan:
+    """The commands to run (checked with the rest of the config, runner/jobconfig.py)."""
+    commands = [shlex.split(item) if isinstance(item, str) else list(item)
+                for item in config.verify or []]
+    return Plan(commands, config.verify_timeout_s or settings.verify_timeout_seconds)
 
 
 def clean_env(env: dict[str, str]) -> dict[str, str]:

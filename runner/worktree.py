@@ -197,12 +197,17 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
             log.info("branch_continued_from_previous_attempt", branch=branch, commits=extra)
         elif owner == job_id:
             log.info("branch_reset_previous_attempt", branch=branch, discarded_commits=extra)
+        elif extra and owner:
+            # An earlier job's work on this branch: the next job on the branch builds on it
+            # (an implement step, then a review or fix-up step), never throws it away.
+            log.info("branch_continued_from_earlier_job", branch=branch, earlier_job=owner,
+                     commits=extra)
+            start = base = local
         elif extra:
-            made_by = f"job {owner}" if owner else "something other than the runner"
             raise BranchConflict(
                 f"branch {branch!r} already exists in the runner's cache with {extra} "
-                f"commit(s) the base lacks, made by {made_by}; choose another branch, or "
-                f"push that work and give its branch as base_ref to build on it")
+                f"commit(s) the base lacks, made by something other than the runner; choose "
+                f"another branch, or push that work and give its branch as base_ref to build on it")
     remote = _rev(mirror, f"refs/remotes/origin/{branch}", settings)
     if push and remote is not None and _count(mirror, f"{base}..{remote}", settings):
         raise BranchConflict(

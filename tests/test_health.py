@@ -196,6 +196,7 @@ def test_metrics_with_a_real_database(serve, tmp_path, db_url, queue):
     queue.enqueue(prompt="b", queue="other")
     claimed = queue.claim(["default"], 60)  # as worker "test-worker"
     queue.finish(claimed, "succeeded", result={})
+    queue.pause("other", None, "deploy")
 
     code, ctype, text = serve(DATABASE_URL=db_url)("/metrics")
     assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
@@ -213,6 +214,7 @@ def test_metrics_with_a_real_database(serve, tmp_path, db_url, queue):
         'runner_iteration_duration_seconds{stat="max"} 7.5',
         'runner_iterations_recent{exit_code="1"} 1',
         "runner_claim_latency_jobs 1",
+        'runner_queue_paused{queue="other"} 1',
     ]:
         assert line + "\n" in text, f"{line!r} missing from\n{text}"
     assert re.search(r'^runner_claim_latency_seconds\{stat="p50"\} [0-9.e-]+$', text, re.M)

@@ -8,7 +8,7 @@ import json
 from tests.conftest import fake, make_git_repo, run_one_job
 from gitkit import settings
 
-from runner import verify
+from runner import jobconfig, verify
 
 
 def test_passing_commands_succeed_and_stream_to_the_log(queue, runner_env, tmp_path):
@@ -68,6 +68,6 @@ def test_verify_environment_has_no_secrets(queue, runner_env, tmp_path):
 
 def test_parse(tmp_path):
     s = settings(tmp_path)
-    plan = verify.parse({"verify": ["make test", ["pytest", "-q"]]}, s)
+    plan = verify.plan(jobconfig.parse({"verify": ["make test", ["pytest", "-q"]]}), s)
     assert plan.commands == [["make", "test"], ["pytest", "-q"]] and plan.timeout == 600
-    assert verify.parse({}, s).commands == []
+    assert verify.plan(jobconfig.parse({}), s).commands == []

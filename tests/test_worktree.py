@@ -91,13 +91,17 @@ def test_branch_policy(queue, runner_env, tmp_path):
     assert "branch_reset_previous_attempt" in _names(out)
     row = queue.get(retried["id"])
     assert row["status"] == "succeeded" and row["result"]["commits"]["count"] == 1
-    # Another job asking for the same branch would lose that work: it fails.
-    other = queue.enqueue(prompt="p", repo_url=url, branch="feature/x", config=fake())
-    run_one_job(env)
+    # The next job on the same branch builds on that work (it never throws it away).
+    other = queue.enqueue(prompt="p", repo_url=url, branch="feature/x",
+                          config=fake(write={"c.txt": "c"}, commit="next step"))
+    out = run_one_job(env).stdout
+    assert "branch_continued_from_earlier_job" in _names(out)
     row = queue.get(other["id"])
-    assert row["status"] == "failed"
-    assert "already exists in the runner's cache with 1 commit(s)" in row["error"]
-    assert str(retried["id"]) in row["error"]
+    assert row["status"] == "succeeded" and row["result"]["commits"]["count"] == 1
+    mirror = repo_cache.mirror_dir(tmp_path / "cache", url)
+    log = subprocess.run(["git", "-C", str(mirror), "log", "--format=%s", "feature/x"],
+                         capture_output=True, text=True).stdout.split("\n")
+    assert log[:2] == ["next step", "attempt 2"]
     # A branch with no work of its own is simply reused; base_ref may be a tag.
     tagged = queue.enqueue(prompt="p", repo_url=url, branch="fresh", base_ref="v1", config=fake())
     missing = queue.enqueue(prompt="p", repo_url=url, base_ref="nope", config=fake())

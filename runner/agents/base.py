@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InvalidAgentConfig
+from runner.jobconfig import JobConfig
 from runner.outcome import Outcome, Verdict
 from runner.settings import Settings
 
@@ -19,7 +18,7 @@ class RunContext:
     """What the adapter may use to build the command: all of it the job's own."""
 
     job: dict[str, Any]
-    config: dict[str, Any]
+    config: JobConfig  # parsed and checked (runner/jobconfig.py) before anything ran
     settings: Settings
     workdir: Path
     job_dir: Path
@@ -119,9 +118,6 @@ class Agent:
         """True when this agent can resume ``session_id`` from files on this host."""
         return False
 
-    def validate(self, config: dict[str, Any], settings: Settings) -> None:
-        """Raise InvalidAgentConfig for anything wrong in the job's config."""
-
     def command(self, ctx: RunContext) -> AgentCommand:
         raise NotImplementedError
 
@@ -133,14 +129,6 @@ class Agent:
 
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME",
                    "SHELL", "TERM")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
-# Per-job env may not touch these: the runner's settings and secrets, the database, the
-# loader, git's config injection points, or the agent's credentials and endpoint.
-_FORBIDDEN_JOB_ENV = re.compile(
-    r"^(RUNNER_.*|DATABASE_URL|PG[A-Z]*|LD_.*|DYLD_.*|PYTHON(PATH|HOME|STARTUP)|GIT_.*|"
-    r"ANTHROPIC_.*|CLAUDE_.*|OPENAI_.*|CODEX_.*|GEMINI_.*|GOOGLE_.*|PATH|HOME|SSH_.*|"
-    r"BASH_ENV|ENV|IFS|NODE_OPTIONS)$"
-)
 
 
 def base_env(ctx: RunContext) -> dict[str, str]:
@@ -153,7 +141,8 @@ def base_env(ctx: RunContext) -> dict[str, str]:
         "GIT_TERMINAL_PROMPT": "0",
         "RUNNER_JOB_ID": str(ctx.job["id"]), "RUNNER_PAYLOAD": str(ctx.payload_path),
     })
-    env.update(job_env(ctx.config))
+    # config.env was checked when the config was parsed (no RUNNER_*, credentials, loader …).
+    env.update(ctx.config.env or {})
     return env
 
 
@@ -165,19 +154,3 @@ def from_runner_env(env: dict[str, str], *names: str) -> dict[str, str]:
         if value:
             env[name] = value
     return env
-
-
-def job_env(config: dict[str, Any]) -> dict[str, str]:
-    extra = config.get("env") or {}
-    if not isinstance(extra, dict):
-        raise InvalidAgentConfig("config.env must be an object of NAME: value strings")
-    out: dict[str, str] = {}
-    for name, value in extra.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise InvalidAgentConfig(f"config.env has an invalid variable name {str(name)[:60]!r}")
-        if _FORBIDDEN_JOB_ENV.match(name):
-            raise InvalidAgentConfig(f"config.env may not set {name}: the runner controls it")
-        if not isinstance(value, (str, int, float, bool)) or "\x00" in str(value):
-            raise InvalidAgentConfig(f"config.env.{name} must be a string")
-        out[name] = str(value)
-    return out

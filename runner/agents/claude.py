@@ -19,9 +19,6 @@ from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, Stre
 from runner.agents.limits import from_epoch, reset_time
 from runner.render import permission_warnings
 from runner.outcome import EarlyStop, Outcome, Verdict
-from runner.settings import PERMISSION_MODES, Settings
-
-EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
 # A rejected or expired credential, in the words Claude Code uses for it.
 AUTH_TEXT = re.compile(
@@ -36,15 +33,6 @@ USAGE_TEXT = re.compile(
 
 class ClaudeAgent(Agent):
     name = "claude"
-
-    def validate(self, config: dict[str, Any], settings: Settings) -> None:
-        check.model(config)
-        check.permission_mode(config, settings, PERMISSION_MODES)
-        check.tools(config, "allowed_tools")
-        check.tools(config, "disallowed_tools")
-        check.choice(config, "effort", EFFORTS)
-        check.max_turns(config)
-        check.mcp_config(config, settings)
 
     def resumable(self, job_dir: Path, session_id: str | None) -> bool:
         """The session's transcript is in the job's own config dir (kept across attempts)."""
@@ -62,27 +50,27 @@ class ClaudeAgent(Agent):
         argv = [settings.claude_bin, "-p", "--output-format", "stream-json", "--verbose"]
         if ctx.resume_session and SESSION_ID.match(ctx.resume_session):
             argv += ["--resume", ctx.resume_session]
-        if model := check.model(config):
-            argv += ["--model", model]
-        if mode := check.permission_mode(config, settings, PERMISSION_MODES):
-            argv += ["--permission-mode", mode]
+        if config.model:
+            argv += ["--model", config.model]
+        if config.permission_mode:
+            argv += ["--permission-mode", config.permission_mode]
         # Variadic options: each tool its own argument (a rule may hold spaces); the
         # "--" before the prompt ends them, so the prompt is never taken for a tool.
-        if allowed := check.tools(config, "allowed_tools"):
-            argv += ["--allowedTools", *allowed]
-        if disallowed := check.tools(config, "disallowed_tools"):
-            argv += ["--disallowedTools", *disallowed]
-        mcp = check.mcp_config(config, settings)
+        if config.allowed_tools:
+            argv += ["--allowedTools", *config.allowed_tools]
+        if config.disallowed_tools:
+            argv += ["--disallowedTools", *config.disallowed_tools]
+        mcp = config.mcp_config
         if isinstance(mcp, dict):
-            mcp = check.write_private_json(ctx.job_dir / "mcp.json", mcp)
-        if mcp is not None:
-            argv += ["--mcp-config", str(mcp)]
+            argv += ["--mcp-config", str(check.write_private_json(ctx.job_dir / "mcp.json", mcp))]
+        elif mcp is not None:
+            argv += ["--mcp-config", str(check.mcp_file(mcp, settings))]
         # Only the MCP servers the job or the operator named, never a repository's own.
         argv.append("--strict-mcp-config")
-        if (turns := check.max_turns(config)) is not None:
-            argv += ["--max-turns", str(turns)]
-        if effort := check.choice(config, "effort", EFFORTS):
-            argv += ["--effort", effort]
+        if config.max_turns is not None:
+            argv += ["--max-turns", str(config.max_turns)]
+        if config.effort:
+            argv += ["--effort", config.effort]
         # The CLI stops itself at the dollar budget (it knows the prices); the runner's
         # own check from the stream (runner/budget.py) is the backstop and counts tokens.
         if (usd := budget.limits(config, settings).max_budget_usd) is not None:

@@ -17,9 +17,6 @@ from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, Stre
 from runner.agents.limits import reset_time
 from runner.errors import InvalidAgentConfig
 from runner.outcome import EarlyStop, Outcome, Verdict
-from runner.settings import Settings
-
-EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 # permission_mode (the runner's vocabulary, checked against the operator's allowlist)
 # → Codex sandbox; bypassPermissions drops the sandbox and the approvals altogether.
 SANDBOXES = {"plan": "read-only", "default": "workspace-write", "acceptEdits": "workspace-write",
@@ -32,25 +29,19 @@ USAGE_TEXT = re.compile(r"usage limit|usage_limit_reached", re.I)
 class CodexAgent(Agent):
     name = "codex"
 
-    def validate(self, config: dict[str, Any], settings: Settings) -> None:
-        check.model(config)
-        check.permission_mode(config, settings, tuple(SANDBOXES))
-        check.choice(config, "effort", EFFORTS)
-        check.unsupported(config, self.name, ("allowed_tools", "disallowed_tools", "max_turns", "mcp_config"))
-
     def command(self, ctx: RunContext) -> AgentCommand:
         config, settings = ctx.config, ctx.settings
         argv = [settings.codex_bin, "exec", "--json", "--color", "never", "--skip-git-repo-check",
                 "-C", str(ctx.workdir)]
-        if model := check.model(config):
-            argv += ["--model", model]
-        mode = check.permission_mode(config, settings, tuple(SANDBOXES)) or "default"
+        if config.model:
+            argv += ["--model", config.model]
+        mode = config.permission_mode or "default"
         if SANDBOXES[mode] is None:
             argv.append("--dangerously-bypass-approvals-and-sandbox")
         else:
             argv += ["--sandbox", SANDBOXES[mode]]
-        if effort := check.choice(config, "effort", EFFORTS):
-            argv += ["-c", f'model_reasoning_effort="{effort}"']
+        if config.effort:
+            argv += ["-c", f'model_reasoning_effort="{config.effort}"']
         argv += ["--", with_rules(ctx)]
         env = from_runner_env(base_env(ctx), "OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME",
                               "OPENAI_BASE_URL")

@@ -15,7 +15,6 @@ from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, Stre
                                 base_env, from_runner_env, json_event)
 from runner.agents.codex import with_rules
 from runner.outcome import Outcome, Verdict
-from runner.settings import Settings
 
 APPROVAL_MODES = {"default": "default", "acceptEdits": "auto_edit", "bypassPermissions": "yolo",
                   "plan": "plan"}
@@ -31,21 +30,15 @@ EXIT_AUTH, EXIT_INPUT, EXIT_TURN_LIMIT = 41, 42, 53
 class GeminiAgent(Agent):
     name = "gemini"
 
-    def validate(self, config: dict[str, Any], settings: Settings) -> None:
-        check.model(config)
-        check.permission_mode(config, settings, tuple(APPROVAL_MODES))
-        check.unsupported(config, self.name,
-                          ("allowed_tools", "disallowed_tools", "effort", "max_turns", "mcp_config"))
-
     def command(self, ctx: RunContext) -> AgentCommand:
         config, settings = ctx.config, ctx.settings
         # --skip-trust: headless Gemini refuses an untrusted folder (exit 55), and this one
         # is the worktree the runner made for the job.
         argv = [settings.gemini_bin, "--output-format", "stream-json", "--skip-trust"]
-        if model := check.model(config):
-            argv += ["--model", model]
-        if mode := check.permission_mode(config, settings, tuple(APPROVAL_MODES)):
-            argv += ["--approval-mode", APPROVAL_MODES[mode]]
+        if config.model:
+            argv += ["--model", config.model]
+        if config.permission_mode:
+            argv += ["--approval-mode", APPROVAL_MODES[config.permission_mode]]
         # One argument "--prompt=<text>": the text can never be read as an option.
         argv.append(f"--prompt={with_rules(ctx)}")
         env = from_runner_env(base_env(ctx), "GEMINI_API_KEY", "GOOGLE_API_KEY",

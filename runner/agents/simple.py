@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any
 
 from runner.agents import stub_agent
 from runner.agents.base import Agent, AgentCommand, RunContext, base_env
-from runner.errors import InvalidAgentConfig
-from runner.settings import Settings
 
 
 class StubAgent(Agent):
@@ -26,10 +23,6 @@ class CommandAgent(Agent):
     path in ``RUNNER_PAYLOAD``; exit code 0 is success."""
 
     name = "command"
-
-    def validate(self, config: dict[str, Any], settings: Settings) -> None:
-        if not settings.agent_command:
-            raise InvalidAgentConfig("agent 'command' needs RUNNER_AGENT_COMMAND, which is not set")
 
     def command(self, ctx: RunContext) -> AgentCommand:
         env = base_env(ctx)

@@ -5,11 +5,24 @@
 -- same statement (the trigger announces it with NOTIFY).
 
 -- name: enqueue
+-- No row back: a not-finished job with this dedupe_key exists (a concurrent INSERT of the
+-- same key waits here until the other transaction ends); open_job_by_dedupe_key finds it.
 INSERT INTO jobs (queue, kind, priority, run_after, max_attempts, repo_url, base_ref,
-                  branch, prompt, payload, config)
+                  branch, prompt, payload, config, dedupe_key, concurrency_key,
+                  concurrency_limit, depends_on)
 VALUES (%(queue)s, %(kind)s, %(priority)s, coalesce(%(run_after)s, now()), %(max_attempts)s,
-        %(repo_url)s, %(base_ref)s, %(branch)s, %(prompt)s, %(payload)s, %(config)s)
+        %(repo_url)s, %(base_ref)s, %(branch)s, %(prompt)s, %(payload)s, %(config)s,
+        %(dedupe_key)s, %(concurrency_key)s, %(concurrency_limit)s, %(depends_on)s::uuid[])
+ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'claimed', 'running') DO NOTHING
 RETURNING *;
+
+-- name: open_job_by_dedupe_key
+-- A new statement, so a new snapshot: it sees the row whose INSERT made ours a no-op.
+SELECT id FROM jobs
+WHERE dedupe_key = %(dedupe_key)s AND status IN ('queued', 'claimed', 'running');
+
+-- name: existing_job_ids
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: requeue_expired
 -- Jobs whose owner stopped renewing its lease (crash, SIGKILL, network split) go back to
@@ -48,14 +61,46 @@ RETURNING job_id;
 
 -- name: claim
 -- One statement: pick the first queued job in (priority DESC, created_at, id) order that
--- is due and in one of our queues, skipping rows another worker is claiming right now.
+-- is due and in one of our queues, skipping rows another worker is claiming right now;
+-- whose dependencies have all succeeded; and, for a job with a concurrency key, that is
+-- its key's oldest queued job while the key has a free slot.
+--
+-- The slot is the race that matters: in READ COMMITTED every sub-select here reads the
+-- snapshot taken when the statement began, which may be older than another worker's
+-- committed claim of the same key. So the free slot is not trusted from the snapshot:
+-- `slot` locks the key's concurrency_keys row (waiting for a worker that holds it) and
+-- PostgreSQL re-checks `active < limit` on the row's newest committed version after the
+-- wait. `active` is kept by the trigger on jobs (migration 0004), so it counts every claim
+-- committed before ours. A claim that loses that race claims nothing and says so
+-- (candidates = 1); Queue.claim then runs the statement again with a fresh snapshot.
 WITH candidate AS (
-    SELECT id
-    FROM jobs
-    WHERE status = 'queued' AND run_after <= now() AND queue = ANY(%(queues)s)
-    ORDER BY priority DESC, created_at, id
+    SELECT j.id, j.concurrency_key,
+           coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1)
+               AS key_limit
+    FROM jobs j
+    LEFT JOIN concurrency_keys k ON k.key = j.concurrency_key
+    WHERE j.status = 'queued' AND j.run_after <= now()
+      -- our queues minus the paused ones (evaluated once, not per row)
+      AND j.queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q
+                              WHERE NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = q
+                                                AND (p.until IS NULL OR p.until > now()))))
+      AND (j.depends_on IS NULL OR
+           (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
+               = cardinality(j.depends_on))
+      AND (j.concurrency_key IS NULL OR (
+           k.active < coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1)
+           AND NOT EXISTS (SELECT 1 FROM jobs e
+                           WHERE e.concurrency_key = j.concurrency_key AND e.status = 'queued'
+                             AND e.enqueue_seq < j.enqueue_seq)))
+    ORDER BY j.priority DESC, j.created_at, j.id
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
+), slot AS (
+    -- scalar sub-selects, so the key's row is found by its primary key, not a join scan
+    UPDATE concurrency_keys k SET active = k.active
+    WHERE k.key = (SELECT concurrency_key FROM candidate)
+      AND k.active < (SELECT key_limit FROM candidate)
+    RETURNING k.key
 ), claimed AS (
     UPDATE jobs j
     SET status = 'claimed', claim_token = gen_random_uuid(), claimed_by = %(worker_id)s,
@@ -64,6 +109,7 @@ WITH candidate AS (
         attempts = j.attempts + 1, updated_at = now()
     FROM candidate
     WHERE j.id = candidate.id
+      AND (candidate.concurrency_key IS NULL OR EXISTS (SELECT 1 FROM slot))
     RETURNING j.*
 ), event AS (
     INSERT INTO job_events (job_id, worker_id, event, detail)
@@ -71,7 +117,39 @@ WITH candidate AS (
            jsonb_build_object('attempt', attempts, 'max_attempts', max_attempts)
     FROM claimed
 )
-SELECT * FROM claimed;
+SELECT claimed.*, (SELECT count(*) FROM candidate) AS candidates
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true;
+
+-- name: fail_dependents
+-- A queued job whose dependency ended failed or cancelled (or does not exist) can never
+-- run: it ends failed saying which one, without being claimed — and so, in the same
+-- statement, does every queued job that depends on it, however deep the chain.
+WITH RECURSIVE doomed(id, reason) AS (
+    SELECT j.id, CASE WHEN d.id IS NULL THEN format('dependency %%s does not exist', dep)
+                      ELSE format('dependency %%s %%s', d.id, d.status) END
+    FROM jobs j
+    CROSS JOIN LATERAL unnest(j.depends_on) AS dep
+    LEFT JOIN jobs d ON d.id = dep
+    WHERE j.status = 'queued' AND j.depends_on IS NOT NULL
+      AND (d.id IS NULL OR d.status IN ('failed', 'cancelled'))
+    UNION
+    SELECT j.id, format('dependency %%s failed', doomed.id)
+    FROM doomed JOIN jobs j ON doomed.id = ANY(j.depends_on)
+    WHERE j.status = 'queued' AND j.depends_on IS NOT NULL
+), one_reason AS (
+    SELECT DISTINCT ON (id) id, reason FROM doomed ORDER BY id, reason
+), updated AS (
+    UPDATE jobs j
+    SET status = 'failed', error = r.reason || ', so this job did not run',
+        finished_at = now(), updated_at = now()
+    FROM one_reason r
+    WHERE j.id = r.id AND j.status = 'queued'
+    RETURNING j.id, r.reason
+)
+INSERT INTO job_events (job_id, worker_id, event, detail)
+SELECT id, %(worker_id)s, 'failed', jsonb_build_object('error', reason || ', so this job did not run')
+FROM updated
+RETURNING job_id;
 
 -- name: mark_running
 WITH updated AS (
@@ -314,3 +392,20 @@ FROM webhook_outbox WHERE job_id = %(id)s ORDER BY created_at;
 SELECT count(*) AS n,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
 FROM webhook_outbox WHERE delivered_at IS NULL;
+
+-- name: pause_queue
+-- No worker claims from a paused queue (the claim leaves it out); jobs already running go on.
+INSERT INTO queue_pauses (queue, until, reason, paused_by)
+VALUES (%(queue)s, %(until)s, %(reason)s, %(by)s)
+ON CONFLICT (queue) DO UPDATE
+SET until = EXCLUDED.until, reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by,
+    paused_at = now()
+RETURNING queue, until, reason, paused_by, paused_at;
+
+-- name: resume_queue
+DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue;
+
+-- name: active_pauses
+SELECT queue, until, reason, paused_by, paused_at FROM queue_pauses
+WHERE until IS NULL OR until > now()
+ORDER BY queue;

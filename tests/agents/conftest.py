@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runner import jobconfig
 from runner.agents.base import RunContext, RunOutput, StreamReader
 from runner.outcome import EarlyStop, Outcome
 from runner.settings import Settings, load_settings
@@ -38,7 +39,8 @@ def make_ctx(tmp_path: Path):
         job_id = uuid.uuid4()
         job_dir = settings.job_root / str(job_id)
         (job_dir / "work").mkdir(parents=True, exist_ok=True)
-        return RunContext(job={"id": job_id}, config=config, settings=settings,
+        return RunContext(job={"id": job_id}, config=jobconfig.parse(config, settings.default_agent),
+                          settings=settings,
                           workdir=job_dir / "work", job_dir=job_dir,
                           payload_path=job_dir / "payload.json", prompt=prompt)
 

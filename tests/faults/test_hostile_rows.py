@@ -66,8 +66,10 @@ CASES: dict[str, tuple[dict[str, str], str, str | None]] = {
     "timeout_fraction": ({"config": "'{\"timeout_s\": 1.5}'::jsonb"}, FAILED, "got 1.5"),
     "max_turns_string_claude": ({"config": "'{\"agent\": \"claude\", \"max_turns\": \"10\"}'::jsonb"},
                                 FAILED, "config.max_turns must be a whole number from 1 to 500, got '10'"),
-    # The `command` agent takes no max_turns: the key means nothing to it.
-    "max_turns_string_command": ({"config": "'{\"max_turns\": \"10\"}'::jsonb"}, OK, None),
+    # The config's schema is the same whatever the agent (the web app's client checks it
+    # before the INSERT): a key of the wrong type is wrong even where it means nothing.
+    "max_turns_string_command": ({"config": "'{\"max_turns\": \"10\"}'::jsonb"}, FAILED,
+                                 "config.max_turns must be a whole number from 1 to 500, got '10'"),
     "permission_mode_bypass": ({"config": "'{\"agent\": \"claude\", \"permission_mode\": \"bypassPermissions\"}'::jsonb"},
                                FAILED, "config.permission_mode 'bypassPermissions' is not allowed here"),
     "mcp_config_traversal": ({"config": "'{\"agent\": \"claude\", \"mcp_config\": \"../../etc/passwd\"}'::jsonb"},
