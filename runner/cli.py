@@ -274,7 +274,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _duration(seconds: Any) -> str | None:
+def _running_for(seconds: Any) -> str | None:
     """1h02m, 4m05s, 12s — how long a job has been running."""
     if not isinstance(seconds, (int, float)) or seconds < 0:
         return None
@@ -457,7 +457,7 @@ def _workers(args: argparse.Namespace, settings: Settings) -> int:
     from runner.progress import summary
     for r in rows:
         r["state"] = "gone" if r["gone"] else r["state"]
-        r["running_for"] = _duration(r.get("job_seconds"))
+        r["running_for"] = _running_for(r.get("job_seconds"))
         r["progress"] = summary(r.get("progress"))
     print(table(rows, ["id", "host", "pid", "state", "current_job", "running_for", "progress",
                        "last_seen_at", "version"]))
