@@ -90,7 +90,8 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         try:
             git("worktree", "prune", cwd=mirror, settings=settings)
             base_commit = _resolve_base(mirror, base_ref, url, settings)
-            start = _claim_branch(mirror, branch, job_id, base_commit, push, continuing, settings)
+            start, base_commit = _claim_branch(mirror, branch, job_id, base_commit, push,
+                                               continuing, settings)
             if own_clone:
                 git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
             else:
@@ -178,8 +179,9 @@ def _clear_previous_attempt(job_dir: Path) -> None:
 
 
 def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
-                  continuing: bool, settings: Settings) -> str:
-    """Check the branch may be used; return the commit the worktree starts from."""
+                  continuing: bool, settings: Settings) -> tuple[str, str]:
+    """Check the branch may be used; return the commit the worktree starts from, and the
+    base this job's own commits count from (an earlier job's head on a shared branch)."""
     local = _rev(mirror, f"refs/heads/{branch}", settings)
     start = base
     if local is not None:
@@ -213,7 +215,7 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
         raise BranchConflict(
             f"branch {branch!r} already exists on the remote with commits the base lacks, so "
             f"the push would be rejected; choose another branch or set base_ref to {branch!r}")
-    return start
+    return start, base
 
 
 def _rev(mirror: Path, ref: str, settings: Settings) -> str | None:
