@@ -73,6 +73,11 @@ WITH candidate AS (
 )
 SELECT * FROM claimed;
 
+-- name: commit_without_flush
+-- Inside the claim's own transaction (Queue._run_unflushed): its COMMIT returns before the
+-- WAL reaches the disk. Durability comes with the next synchronously committed write.
+SET LOCAL synchronous_commit = off;
+
 -- name: mark_running
 WITH updated AS (
     UPDATE jobs
