@@ -3,6 +3,7 @@ graphile-worker on the same PostgreSQL, in one run, interleaved; and a raw NOTIF
 trip between two processes as the floor.
 
     python benchmarks/peers.py [--quick] [--runs N] [--jobs N] [--systems a,b,...]
+                               [--baseline GIT_REV ...]
 
 Every system runs as two processes: a worker, waiting on an empty queue, and an enqueuer
 that uses the system's own enqueue API. The orchestrator (this process) tells the
@@ -36,6 +37,7 @@ import os
 import queue as stdqueue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,8 +81,13 @@ async def enqueue_loop(enqueue) -> None:
 
 # -- roles: each runs in its own process ------------------------------------------------
 
+def runner_src() -> str:
+    """This checkout's runner, or a baseline's (--baseline: the same run measures both)."""
+    return os.environ.get("PEERS_RUNNER_SRC") or str(HERE.parent)
+
+
 def runner_worker(url: str) -> None:
-    sys.path.insert(0, str(HERE.parent))
+    sys.path.insert(0, runner_src())
     import runner.one_job as one_job
     from runner.queue import Queue
     from runner.settings import load_settings
@@ -100,7 +107,7 @@ def runner_worker(url: str) -> None:
 
 
 def runner_enqueue(url: str) -> None:
-    sys.path.insert(0, str(HERE.parent))
+    sys.path.insert(0, runner_src())
     from runner.queue import Queue
 
     with Queue.open(url, "bench-enqueuer") as q:
@@ -237,8 +244,26 @@ def ensure_peers(systems: list[str]) -> None:
                        cwd=NODE_DIR, check=True)
 
 
+BASELINES: dict[str, str] = {}  # "runner@<rev>" → an exported tree of that revision
+
+
+def export_baseline(rev: str, into: Path) -> str:
+    """`git archive` of rev (no worktree, nothing in the repository changes)."""
+    tree = into / rev
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "runner"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    BASELINES[f"runner@{rev}"] = str(tree)
+    LABEL[f"runner@{rev}"] = f"runner at {rev} (baseline)"
+    return f"runner@{rev}"
+
+
 def command(system: str, role: str, url: str) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
+    if system in BASELINES:
+        env["PEERS_RUNNER_SRC"] = BASELINES[system]
+        system = "runner"
     if system == "graphile-worker":
         env["NODE_PATH"] = str(NODE_DIR / "node_modules")
         return ["node", str(HERE / "peers_graphile.js"), role, url], env
@@ -294,7 +319,9 @@ class Proc:
 def measure(system: str, n: int) -> list[float]:
     from _common import fresh_database
 
-    with fresh_database(system.replace("-", "_"), migrate=(system == "runner")) as url:
+    runner_like = system == "runner" or system in BASELINES
+    tag = "runner" if runner_like else system.replace("-", "_")
+    with fresh_database(tag, migrate=runner_like) as url:
         worker = Proc(*command(system, "worker", url))
         enqueuer = None
         try:
@@ -324,6 +351,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="1 run of 40 jobs")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--baseline", action="append", default=[], metavar="REV",
+                    help="also measure runner as of this git revision, in the same run")
     ap.add_argument("--role")
     ap.add_argument("--system")
     ap.add_argument("url", nargs="?")
@@ -335,12 +364,14 @@ def main() -> None:
         args.runs, args.jobs = 1, 40
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     ensure_peers(systems)
+    exported = tempfile.TemporaryDirectory(prefix="peers-baseline-")
+    systems += [export_baseline(rev, Path(exported.name)) for rev in args.baseline]
 
     sys.path.insert(0, str(HERE))
     from _common import loadavg, median, pct, print_header, table
 
     print_header("Enqueue → task start, worker waiting: runner beside its peers", sys.argv)
-    peers = [s for s in systems if s not in ("raw", "runner")]
+    peers = [s for s in systems if s not in ("raw", "runner") and s not in BASELINES]
     p50s: dict[str, list[float]] = {s: [] for s in systems}
     rows = []
     for r in range(args.runs):

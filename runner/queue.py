@@ -131,29 +131,12 @@ class Queue:
             with self.conn.cursor() as cur:
                 cur.execute(queries()[name], params)
                 return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"the database connection failed: {_one_line(exc)}") from exc
         except psycopg.Error as exc:
-            raise self._failed(name, exc) from exc
-
-    def _run_unflushed(self, name: str, **params: Any) -> list[dict[str, Any]]:
-        """One statement whose COMMIT returns before its WAL is flushed, in one round trip
-        (BEGIN, SET LOCAL, the statement and COMMIT in a pipeline). Only for a write whose
-        loss in a server crash is harmless and found out by the next durable write."""
-        try:
-            with self.conn.cursor() as cur:
-                with self.conn.pipeline(), self.conn.transaction():
-                    cur.execute(queries()["commit_without_flush"])
-                    cur.execute(queries()[name], params)
-                return cur.fetchall() if cur.description else []
-        except psycopg.Error as exc:
-            raise self._failed(name, exc) from exc
-
-    @staticmethod
-    def _failed(name: str, exc: psycopg.Error) -> DatabaseUnavailable | DatabaseWriteFailed:
-        if isinstance(exc, psycopg.OperationalError):
-            return DatabaseUnavailable(f"the database connection failed: {_one_line(exc)}")
-        # Not a fault of the job's: the caller hands the claim back, attempt refunded.
-        message = secrets.safe_text(_one_line(exc), 2000)
-        return DatabaseWriteFailed(f"the database refused the runner's {name}: {message}")
+            # Not a fault of the job's: the caller hands the claim back, attempt refunded.
+            message = secrets.safe_text(_one_line(exc), 2000)
+            raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
     # -- enqueue and operator actions -------------------------------------------------
 
@@ -196,12 +179,13 @@ class Queue:
         return [r["job_id"] for r in self._run("requeue_expired", worker_id=self.worker_id)]
 
     def claim(self, queues: list[str], lease_seconds: float) -> Claim | None:
-        # The claim's COMMIT does not wait for the disk: it is the one write between a
-        # NOTIFY and the agent's start. Lost in a server crash, the job is simply queued
-        # again, and mark_running (durable, so it flushes the claim too) finds no claim and
-        # the agent is never started.
-        rows = self._run_unflushed("claim", queues=list(queues), worker_id=self.worker_id,
-                                   pid=os.getpid(), lease_seconds=lease_seconds)
+        # The claim's COMMIT does not wait for the disk (synchronous_commit off for that
+        # one transaction, in the statement itself: no extra round trip). It is the one
+        # write between a NOTIFY and the agent's start. Lost in a server crash, the job is
+        # simply queued again, and mark_running (durable, so it flushes the claim too)
+        # finds no claim and the agent is never started.
+        rows = self._run("claim", queues=list(queues), worker_id=self.worker_id,
+                         pid=os.getpid(), lease_seconds=lease_seconds)
         return Claim(rows[0]) if rows else None
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
