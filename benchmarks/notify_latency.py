@@ -208,9 +208,12 @@ def wait_ready(admin: psycopg.Connection, worker_id: str, proc: subprocess.Popen
             raise RuntimeError(f"one_job exited early with {proc.returncode}")
         row = admin.execute(
             """SELECT
-                 bool_or(application_name = %(l)s AND query LIKE 'LISTEN%%'),
+                 bool_or(application_name = %(l)s AND query <> ''),
                  bool_or(application_name = %(q)s AND state = 'idle'
                          AND position('WITH candidate' in query) > 0)
+                 -- one connection (runner.listen.SharedListener): renamed with its LISTEN,
+                 -- and its claim after the LISTEN ends in the pipeline's COMMIT
+                 OR bool_or(application_name = %(l)s AND state = 'idle' AND query = 'COMMIT')
                FROM pg_stat_activity""",
             {"l": f"runner:listen:{worker_id}"[:63], "q": f"runner:queue:{worker_id}"[:63]},
         ).fetchone()

@@ -15,12 +15,13 @@ from typing import TypeVar
 
 import psycopg
 import structlog
+from psycopg import sql
 from tenacity import (
     RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential,
 )
 
 from runner.errors import DatabaseUnavailable
-from runner.queue import NOTIFY_CHANNEL, connect
+from runner.queue import NOTIFY_CHANNEL, Queue, connect
 
 log = structlog.get_logger("runner.listen")
 T = TypeVar("T")
@@ -30,7 +31,10 @@ _SLICE_SECONDS = 0.5
 
 
 class Listener:
-    """A dedicated connection that LISTENs on the jobs channel."""
+    """A dedicated connection that LISTENs on the jobs channel (RUNNER_LISTEN_DATABASE_URL:
+    the claiming connection goes through a pooler)."""
+
+    shares_claim_connection = False
 
     def __init__(self, dsn: str, worker_id: str, queues: list[str]) -> None:
         self.dsn = dsn
@@ -70,9 +74,49 @@ class Listener:
         return data.get("status") == "queued" and data.get("queue") in self.queues
 
 
+class SharedListener(Listener):
+    """LISTEN on the connection that claims: one connection per waiting worker.
+
+    Notifications that arrive while a claim runs on it wait in psycopg's backlog, which
+    ``notifies()`` returns first, so none is missed. While it listens the connection is
+    named ``runner:listen:<worker>`` (``runner workers``, pg_stat_activity); ``close``
+    stops listening and gives the name back, so a running job's connection collects no
+    notifications. A dropped connection is reopened by ``open``, in the Queue itself."""
+
+    shares_claim_connection = True
+
+    def __init__(self, queue: Queue, queues: list[str]) -> None:
+        super().__init__(queue.dsn or "", queue.worker_id, queues)
+        self.queue = queue
+
+    def open(self) -> None:
+        if self.queue.conn.broken or self.queue.conn.closed:
+            self.queue.reconnect()
+        name = sql.Literal(f"runner:listen:{self.worker_id}"[:63])
+        try:
+            # One message (no parameters: simple protocol), so the name says "listening"
+            # exactly when it is.
+            self.queue.conn.execute(sql.SQL("LISTEN {}; SET application_name = {}").format(
+                sql.Identifier(NOTIFY_CHANNEL), name))
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"LISTEN failed: {exc}") from exc
+        self.conn = self.queue.conn
+
+    def close(self) -> None:
+        if self.conn is not None and not (self.conn.broken or self.conn.closed):
+            try:
+                self.conn.execute(sql.SQL("UNLISTEN {}; RESET application_name").format(
+                    sql.Identifier(NOTIFY_CHANNEL)))
+            except psycopg.OperationalError:
+                pass  # the claim's next statement reports it
+        self.conn = None
+
+
 class Poller(Listener):
     """No LISTEN connection at all (a transaction-mode pooler and no direct URL): the
     wait is the poll interval, so a job is seen within RUNNER_POLL_SECONDS."""
+
+    shares_claim_connection = False
 
     def __init__(self, worker_id: str, queues: list[str]) -> None:
         super().__init__("", worker_id, queues)
@@ -108,7 +152,15 @@ def wait_and_claim(
     _reconnect(listener, deadline)
     try:
         while True:
-            found = claim()
+            try:
+                found = claim()
+            except DatabaseUnavailable as exc:
+                if not listener.shares_claim_connection:
+                    raise
+                # The one connection dropped between LISTEN and the wait: reopen it, as below.
+                log.warning("listen_connection_lost", error=str(exc))
+                _reconnect(listener, deadline)
+                continue
             if found is not None or stop.is_set():
                 return found
             next_poll = min(deadline, time.monotonic() + poll_seconds)

@@ -20,7 +20,7 @@ from runner import isolation, logs, quota, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
-from runner.listen import Listener, Poller, wait_and_claim
+from runner.listen import Listener, Poller, SharedListener, wait_and_claim
 from runner.queue import Claim, Queue
 from runner.reconcile import end_orphaned_agent, reconcile
 from runner.sweep import sweep
@@ -121,6 +121,8 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
     if settings.listen_dsn is None:
         _say_once_polling(settings)
         listener = Poller(settings.worker_id, settings.queues)
+    elif settings.listen_dsn == settings.dsn and queue.dsn == settings.dsn:
+        listener = SharedListener(queue, settings.queues)  # one connection per waiting worker
     else:
         listener = Listener(settings.listen_dsn, settings.worker_id, settings.queues)
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,

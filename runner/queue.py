@@ -100,13 +100,27 @@ def _jsonb(value: Any) -> Jsonb:
 class Queue:
     """Every queue statement, bound to one connection and one worker identity."""
 
-    def __init__(self, conn: psycopg.Connection, worker_id: str) -> None:
+    def __init__(self, conn: psycopg.Connection, worker_id: str, dsn: str | None = None,
+                 purpose: str = "queue") -> None:
         self.conn = conn
         self.worker_id = worker_id
+        self.dsn = dsn  # known when opened here: what reconnect() needs
+        self.purpose = purpose
 
     @classmethod
     def open(cls, dsn: str, worker_id: str, purpose: str = "queue", **options: Any) -> "Queue":
-        return cls(connect(dsn, purpose, worker_id, **options), worker_id)
+        queue = cls(connect(dsn, purpose, worker_id, **options), worker_id, dsn, purpose)
+        queue._options = options
+        return queue
+
+    def reconnect(self) -> None:
+        """A new connection in place of a dropped one (the waiting worker LISTENs on it)."""
+        assert self.dsn is not None, "a Queue built on a given connection cannot reconnect"
+        try:
+            self.conn.close()
+        except psycopg.Error:
+            pass
+        self.conn = connect(self.dsn, self.purpose, self.worker_id, **getattr(self, "_options", {}))
 
     def close(self) -> None:
         self.conn.close()
@@ -201,7 +215,13 @@ class Queue:
     def claim(self, queues: list[str], lease_seconds: float,
               limits: dict[str, int] | None = None) -> Claim | None:
         """One job, or None when none is claimable now. ``limits``: the operator's
-        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS)."""
+        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS).
+
+        The claim's COMMIT does not wait for the disk (synchronous_commit off for that one
+        transaction, in the statement itself: no extra round trip). It is the one write
+        between a NOTIFY and the agent's start. Lost in a server crash, the job is simply
+        queued again, and mark_running (durable, so it flushes the claim too) finds no
+        claim and the agent is never started."""
         for _ in range(CLAIM_RACE_RETRIES):
             row = self._run("claim", queues=list(queues), worker_id=self.worker_id,
                             pid=os.getpid(), lease_seconds=lease_seconds,

@@ -145,6 +145,26 @@ def test_the_listen_connection_killed_the_worker_reconnects(runner_env, queue):
     assert "listen_connection_lost" in out
 
 
+def test_a_waiting_worker_holds_one_connection_and_is_woken_on_it(runner_env, queue):
+    env = {**runner_env, "RUNNER_WAIT_SECONDS": "30", "RUNNER_POLL_SECONDS": "600"}
+    proc = start_one_job(env)
+    pid = _wait_for_listener(runner_env["DATABASE_URL"])
+    with psycopg.connect(runner_env["DATABASE_URL"], autocommit=True) as conn:
+        ours = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'runner:%%' "
+            "AND datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+    # `queue` (the test's own) is named runner:queue:test-…; the worker's one is the listener.
+    assert [r[0] for r in ours if r[0] != _queue_pid(queue)] == [pid]
+    job = queue.enqueue(prompt="p", config={"agent": "stub"})
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert queue.get(job["id"])["status"] == "succeeded"
+
+
+def _queue_pid(queue: Queue) -> int:
+    return queue.conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+
+
 def test_sigkill_mid_job_is_recovered_after_the_lease(runner_env, queue, tmp_path):
     env = {**runner_env, "RUNNER_LEASE_SECONDS": "2"}
     pidfile = tmp_path / "agent.pid"
@@ -247,13 +267,15 @@ def _wait_for(predicate, timeout: float):
 
 
 def _wait_for_listener(url: str, not_pid: int | None = None) -> int:
+    """The backend of a worker that LISTENs: named runner:listen:<worker> (a dedicated
+    connection, once it has run its LISTEN; or the claiming one, renamed with its LISTEN)."""
     found: list[int] = []
 
     def listening() -> bool:
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'runner:listen:%%' "
-                "AND datname = current_database() AND query LIKE 'LISTEN%%'").fetchall()
+                "AND datname = current_database() AND query <> ''").fetchall()
         found[:] = [r[0] for r in rows if r[0] != not_pid]
         return bool(found)
 

@@ -139,3 +139,14 @@ def test_prune_removes_only_old_finished_jobs(queue):
     assert queue.get(old["id"]) is None and queue.events(old["id"]) == []
     assert queue.get(recent["id"])["status"] == "succeeded"
     assert queue.get(waiting["id"])["status"] == "queued"
+
+
+def test_a_claim_is_visible_to_others_and_later_writes_stay_durable(queue, db_url):
+    job = queue.enqueue(prompt="p")
+    claim = queue.claim(["default"], 60)
+    assert claim is not None and claim.id == job["id"]
+    with psycopg.connect(db_url) as other:
+        assert other.execute("SELECT status FROM jobs WHERE id = %s", [job["id"]]).fetchone()[0] == "claimed"
+    # Only the claim's own commit skips the flush: the session setting is untouched.
+    assert queue.conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+    assert queue.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

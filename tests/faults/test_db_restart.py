@@ -57,7 +57,7 @@ def _listeners(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT application_name FROM pg_stat_activity "
-            "WHERE application_name LIKE 'runner:listen:%' AND query LIKE 'LISTEN%'").fetchall()
+            "WHERE application_name LIKE 'runner:listen:%' AND query <> ''").fetchall()
     return [r[0] for r in rows]
 
 
