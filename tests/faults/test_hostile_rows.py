@@ -73,7 +73,7 @@ CASES: dict[str, tuple[dict[str, str], str, str | None]] = {
     "permission_mode_bypass": ({"config": "'{\"agent\": \"claude\", \"permission_mode\": \"bypassPermissions\"}'::jsonb"},
                                FAILED, "config.permission_mode 'bypassPermissions' is not allowed here"),
     "mcp_config_traversal": ({"config": "'{\"agent\": \"claude\", \"mcp_config\": \"../../etc/passwd\"}'::jsonb"},
-                             FAILED, "config.mcp_config names a file, but the operator has not set"),
+                             FAILED, "config.mcp_config must be a file name inside RUNNER_MCP_CONFIG_DIR"),
     # -- env the job may not set -------------------------------------------------------
     "env_database_url": ({"config": "'{\"env\": {\"DATABASE_URL\": \"postgresql://evil\"}}'::jsonb"},
                          FAILED, "config.env may not set DATABASE_URL: the runner controls it"),
