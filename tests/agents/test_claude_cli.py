@@ -244,10 +244,9 @@ def test_readme_config_a_write_and_no_commit_gives_one_runner_commit(do_push, cl
         assert remote == "hello from claude\n"
 
 
-def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_path):
-    """Attempt 1 writes a file, then its next answer streams past the job's timeout. The
-    retry resumes that session (--resume): its request to the API carries the earlier
-    turns, and it goes on from the branch with the runner's commit of that file."""
+def _a_job_that_times_out_after_a_write(queue, claude_env, tmp_path, then_when: str, then: str):
+    """A job whose first attempt writes hello.txt, then streams past its 30 s timeout; a
+    request whose last user message holds ``then_when`` is answered ``then``."""
     import json as _json
 
     from tests.conftest import make_git_repo
@@ -259,11 +258,25 @@ def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_p
     target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
 
     def responder(body):
-        if "resumes this session" in _json.dumps(last_user_content(body)):
-            return text("Explained.")
+        if then_when in _json.dumps(last_user_content(body)):
+            return text(then)
         if tool_results(body):
             return slow_text(600, 0.1)  # a minute: past the timeout
         return tool_use("Write", {"file_path": str(target), "content": "hello\n"})
+
+    return job, responder
+
+
+def test_a_timed_out_attempt_resumes_its_claude_session(claude_env, queue, tmp_path):
+    """Attempt 1 writes a file, then its next answer streams past the job's timeout. The
+    retry resumes that session (--resume): its request to the API carries the earlier
+    turns, and it goes on from the branch with the runner's commit of that file."""
+    import json as _json
+
+    from tests.fakes.anthropic_api import last_user_content
+
+    job, responder = _a_job_that_times_out_after_a_write(
+        queue, claude_env, tmp_path, "resumes this session", "Explained.")
 
     with FakeAnthropic(responder) as api:
         proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url,
@@ -295,21 +308,8 @@ def test_a_session_the_cli_cannot_resume_is_started_afresh_in_the_same_attempt(c
     attempt starts a fresh session with the runner's note, so no attempt is spent on it."""
     import json as _json
 
-    from tests.conftest import make_git_repo
-    from tests.fakes.anthropic_api import last_user_content
-
-    url = make_git_repo(tmp_path / "origin")
-    job = queue.enqueue(prompt="Create hello.txt, then explain it.", repo_url=url, max_attempts=2,
-                        config={**CONFIG, "timeout_s": 30})
-    target = Path(claude_env["RUNNER_JOB_ROOT"]) / str(job["id"]) / "work" / "hello.txt"
-
-    def responder(body):
-        said = _json.dumps(last_user_content(body))
-        if "Note from the runner" in said:
-            return text("Started afresh.")
-        if tool_results(body):
-            return slow_text(600, 0.1)  # a minute: past the timeout
-        return tool_use("Write", {"file_path": str(target), "content": "hello\n"})
+    job, responder = _a_job_that_times_out_after_a_write(
+        queue, claude_env, tmp_path, "Note from the runner", "Started afresh.")
 
     with FakeAnthropic(responder) as api:
         proc = run_one_job(claude_env, timeout=120, ANTHROPIC_BASE_URL=api.base_url,
