@@ -27,11 +27,11 @@ import structlog
 
 from runner import repo_cache
 from runner.agent_user import AgentUser
-from runner.gitcmd import GitFailed, git, redact
+from runner.gitcmd import GitFailed, git, redact, rev
 from runner.procgroup import kill_attempt
 from runner.process import hand_tree
 from runner.settings import Settings
-from runner.worktree import Workspace, _remove_dir, _rev
+from runner.workspace import Workspace, remove_tree
 
 log = structlog.get_logger("runner.clone")
 
@@ -59,9 +59,9 @@ def bring_back(ws: Workspace, settings: Settings, agent: AgentUser, job_id: str)
     try:
         if not (ws.path / ".git").is_dir() or ws.path.is_symlink():
             return None
-        start = ws.start_commit or _rev(ws.mirror, f"refs/heads/{ws.branch}", settings)
+        start = ws.start_commit or rev(ws.mirror, f"refs/heads/{ws.branch}", settings)
         export = ws.job_dir / "export"
-        _remove_dir(export)
+        remove_tree(export)
         export.mkdir(mode=0o700)
         os.chown(export, agent.uid, agent.gid)
         bundle = export / "work.bundle"
@@ -84,8 +84,8 @@ def bring_back(ws: Workspace, settings: Settings, agent: AgentUser, job_id: str)
             return {"error": f"the agent's commits could not be brought into the runner's cache "
                              f"(a rewritten branch is not taken): {exc.tail()}"}
         finally:
-            _remove_dir(export)
-        head = _rev(ws.mirror, ref, settings)
+            remove_tree(export)
+        head = rev(ws.mirror, ref, settings)
         log.info("agent_commits_brought_back", branch=ws.branch, head=head)
         return {"head": head}
     finally:

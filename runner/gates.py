@@ -16,7 +16,7 @@ from runner.procgroup import kill_attempt
 from runner.process import hand_tree
 from runner.outcome import Outcome, StopReason, Verdict, stopped
 from runner.settings import Settings
-from runner.worktree import Workspace
+from runner.workspace import Workspace
 
 log = structlog.get_logger("runner.gates")
 

@@ -157,3 +157,10 @@ def redact(text: str, settings: Settings | None) -> str:
     if token and len(token) >= 4:
         text = text.replace(token, "***")
     return secrets.redact(text)  # and every other secret and token shape (runner/secrets.py)
+
+
+def rev(repo: Path, ref: str, settings: Settings) -> str | None:
+    """The commit ``ref`` names in ``repo``, or None when it names none."""
+    proc = git("rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}",
+               cwd=repo, settings=settings, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None

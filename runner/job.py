@@ -28,6 +28,7 @@ from runner.process import ProcessResult, hand_tree, run_agent
 from runner.prompts import build_prompt
 from runner.queue import Claim, Queue, TooDeep
 from runner.settings import Settings
+from runner.workspace import KEPT_WORK, Workspace
 
 log = structlog.get_logger("runner.job")
 
@@ -42,7 +43,7 @@ class JobRun:
         self.settings, self.queue, self.claim = settings, queue, claim
         self.job = claim.job
         self.sink, self.run_log, self.stop = sink, run_log, stop
-        self.workspace: worktree.Workspace | None = None
+        self.workspace: Workspace | None = None
         self.reader: Any = None  # the agent's stream reader, once the agent starts
         # Set once another worker holds the job: from then on this iteration writes and
         # removes nothing of it (row, directory, branch, worktree registration).
@@ -173,7 +174,7 @@ class JobRun:
                     if back is not None and back.get("error"):
                         outcome.result["import_error"] = back["error"]
                         # Its commits are only in its clone: the directory stays.
-                        (self.workspace.job_dir / worktree.KEPT_WORK).write_text(
+                        (self.workspace.job_dir / KEPT_WORK).write_text(
                             json.dumps({"import_error": back["error"]}))
                 # Before verify and push: what the agent left uncommitted is work too.
                 kept = leftovers.keep(self.workspace, self.settings, commit=commit_leftovers)

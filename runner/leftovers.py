@@ -25,12 +25,12 @@ from typing import Any
 
 import structlog
 
-from runner import inputs, repo_cache
+from runner import clone, inputs, repo_cache
 from runner.errors import JobInputError
-from runner.gitcmd import GitFailed, git
+from runner.gitcmd import GitFailed, git, rev
 from runner.process import STDOUT_FILE
 from runner.settings import Settings
-from runner.worktree import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace, _rev
+from runner.workspace import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace
 
 log = structlog.get_logger("runner.leftovers")
 
@@ -104,7 +104,6 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
     ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch, base_commit="",
                    url=url, clone=own_clone)
     if own_clone and settings.agent.isolated:
-        from runner import clone
         back = clone.bring_back(ws, settings, settings.agent, job_id)
         if back is not None and back.get("error"):
             log.warning("previous_attempt_commits_not_brought_back", error=back["error"])
@@ -117,7 +116,7 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
 def _keep(ws: Workspace, settings: Settings, index: Path, commit: bool) -> dict[str, Any] | None:
     assert ws.mirror is not None and ws.branch is not None
     ref = f"refs/heads/{ws.branch}"
-    head = _rev(ws.mirror, ref, settings)
+    head = rev(ws.mirror, ref, settings)
     if head is None:
         return None  # the branch is gone (reported by worktree.commits)
     index.unlink(missing_ok=True)

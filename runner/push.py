@@ -16,11 +16,11 @@ import structlog
 
 from runner import repo_cache
 from runner.errors import JobInputError
-from runner.gitcmd import GitFailed, git, redact
+from runner.gitcmd import GitFailed, git, redact, rev
 from runner.inputs import display_url
 from runner.jobconfig import JobConfig
 from runner.settings import Settings
-from runner.worktree import Workspace, _rev
+from runner.workspace import Workspace
 
 log = structlog.get_logger("runner.push")
 
@@ -41,11 +41,11 @@ def push(ws: Workspace, settings: Settings) -> dict[str, Any]:
     ref = f"refs/heads/{ws.branch}"
     with repo_cache.locked(ws.mirror, settings):
         repo_cache.repair_config(ws.mirror, ws.url)
-        sha = _rev(ws.mirror, ref, settings)
+        sha = rev(ws.mirror, ref, settings)
         if sha is None:
             raise PushFailed(f"branch {ws.branch!r} no longer exists; nothing to push")
         try:
-            for attempt in repo_cache._retrying(settings, "push", ws.url):
+            for attempt in repo_cache.retrying(settings, "push", ws.url):
                 with attempt:
                     git("push", "--porcelain", "--no-verify", "--", ws.url, f"{sha}:{ref}",
                         cwd=ws.mirror, settings=settings, with_token=True)

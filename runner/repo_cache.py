@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from runner.errors import IterationError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git
 from runner.inputs import display_url
 from runner.settings import Settings
+from runner.workspace import remove_tree
 
 log = structlog.get_logger("runner.repo_cache")
 
@@ -101,7 +101,7 @@ def locked(mirror: Path, settings: Settings, *, wait: bool = True) -> Iterator[b
         os.close(fd)  # closing releases the flock
 
 
-def _retrying(settings: Settings, what: str, url: str) -> Retrying:
+def retrying(settings: Settings, what: str, url: str) -> Retrying:
     def before_sleep(state) -> None:  # noqa: ANN001 - tenacity's RetryCallState
         exc = state.outcome.exception()
         log.warning("git_transient_failure_retrying", what=what, repo=display_url(url),
@@ -160,22 +160,22 @@ def _healthy(mirror: Path, settings: Settings) -> bool:
 
 def _clone(url: str, mirror: Path, settings: Settings) -> str:
     tmp = mirror.with_name(mirror.name + ".tmp")
-    _remove_dir(tmp)
+    remove_tree(tmp)
     try:
         git("init", "-q", "--bare", "--", str(tmp), settings=settings)
         git("remote", "add", "origin", "--", url, cwd=tmp, settings=settings)
         _fetch(url, tmp, settings, set_head=True)
     except BaseException:
-        _remove_dir(tmp)
+        remove_tree(tmp)
         raise
-    _remove_dir(mirror)
+    remove_tree(mirror)
     os.rename(tmp, mirror)
     log.info("mirror_cloned", mirror=mirror.name, repo=display_url(url))
     return "cloned"
 
 
 def _fetch(url: str, mirror: Path, settings: Settings, *, set_head: bool = False) -> None:
-    for attempt in _retrying(settings, "fetch", url):
+    for attempt in retrying(settings, "fetch", url):
         with attempt:
             git("fetch", "-q", "--prune", "--tags", "origin", cwd=mirror, settings=settings,
                 with_token=True)
@@ -184,7 +184,7 @@ def _fetch(url: str, mirror: Path, settings: Settings, *, set_head: bool = False
     if set_head or head.returncode != 0:
         # Which branch is the remote's HEAD: asked on clone, and again when the branch it
         # named was pruned (a renamed default branch).
-        for attempt in _retrying(settings, "set-head", url):
+        for attempt in retrying(settings, "set-head", url):
             with attempt:
                 git("remote", "set-head", "origin", "--auto", cwd=mirror, settings=settings,
                     with_token=True)
@@ -213,13 +213,6 @@ def repair_config(mirror: Path, url: str | None = None) -> list[str]:
     if removed:
         log.warning("mirror_config_repaired", mirror=mirror.name, removed=removed)
     return removed
-
-
-def _remove_dir(path: Path) -> None:
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
 
 
 def mirrors(cache_dir: Path) -> list[Path]:

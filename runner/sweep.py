@@ -28,7 +28,7 @@ from runner.contract import KEPT_FOR_INSPECTION
 from runner.gitcmd import git
 from runner.queue import Queue
 from runner.settings import Settings
-from runner.worktree import KEPT_WORK, _remove_dir
+from runner.workspace import KEPT_WORK, remove_tree
 
 log = structlog.get_logger("runner.sweep")
 
@@ -65,7 +65,7 @@ def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
         kept = status in KEPT or (status == "succeeded" and (path / KEPT_WORK).is_file())
         if kept and _age(row, path) < keep_seconds:
             continue
-        _remove_dir(path)
+        remove_tree(path)
         removed.append(job_id)
         log.info("job_dir_removed", job_id=job_id, status=status or "no such job")
     return removed

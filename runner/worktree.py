@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from runner import inputs, repo_cache
+from runner import clone, inputs, repo_cache
 from runner.errors import InvalidRef, JobInputError, RepositoryUnavailable
-from runner.gitcmd import GitFailed, git
+from runner.gitcmd import GitFailed, git, rev
 from runner.settings import Settings
+from runner.workspace import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace, remove_tree
 
 log = structlog.get_logger("runner.worktree")
 
-MAX_LISTED = 100
-KEPT_WORK = "leftovers.json"  # in the job dir: work the branch does not hold (patch, big files)
-# The subject of the runner's commit of changes the agent left uncommitted (runner.leftovers).
-LEFTOVER_SUBJECT = "runner: changes the agent left uncommitted"
 
 
 class BranchConflict(JobInputError):
@@ -45,16 +40,6 @@ class UnsafeRepository(JobInputError):
     """The repository holds a symlink that leads out of its worktree."""
 
 
-@dataclass
-class Workspace:
-    job_dir: Path
-    path: Path  # where the agent runs
-    mirror: Path | None = None
-    branch: str | None = None
-    base_commit: str | None = None
-    url: str | None = None
-    start_commit: str | None = None  # where this attempt's work tree started
-    clone: bool = False  # a clone the agent owns (runner.clone), not a worktree of the mirror
 
 
 def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
@@ -111,20 +96,18 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
     # Check out outside the lock; git never writes through a symlink in the tree.
     try:
         if own_clone:
-            from runner import clone
             clone.create(ws, settings)
         else:
             git("reset", "-q", "--hard", cwd=work, settings=settings)
     except BaseException:
         # A partial checkout holds nothing of an agent's, only disk space (a full disk).
-        _remove_dir(work)
+        remove_tree(work)
         raise
     escaping = inputs.escaping_symlinks(work)
     if escaping:
         raise UnsafeRepository("the repository contains symlinks that point outside its "
                                "worktree, which the runner refuses: " + "; ".join(escaping))
     if own_clone:
-        from runner import clone
         clone.hand_to_agent(ws, settings.agent)
     return ws
 
@@ -165,7 +148,7 @@ def _clear_previous_attempt(job_dir: Path) -> None:
     Its worktree's changes are on the branch already (committed by the runner at its end,
     or by runner.leftovers.rescue_previous after a crash), so ``work/`` goes."""
     if job_dir.is_symlink() or (job_dir.exists() and not job_dir.is_dir()):
-        _remove_dir(job_dir)
+        remove_tree(job_dir)
         return
     if not job_dir.exists():
         return
@@ -175,14 +158,14 @@ def _clear_previous_attempt(job_dir: Path) -> None:
         if (entry.name.endswith(".patch") or entry.name == KEPT_WORK) and entry.is_file() \
                 and not entry.is_symlink():
             continue
-        _remove_dir(entry)
+        remove_tree(entry)
 
 
 def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
                   continuing: bool, settings: Settings) -> tuple[str, str]:
     """Check the branch may be used; return the commit the worktree starts from, and the
     base this job's own commits count from (an earlier job's head on a shared branch)."""
-    local = _rev(mirror, f"refs/heads/{branch}", settings)
+    local = rev(mirror, f"refs/heads/{branch}", settings)
     start = base
     if local is not None:
         user = _worktree_of(mirror, branch, settings)
@@ -210,18 +193,13 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
                 f"branch {branch!r} already exists in the runner's cache with {extra} "
                 f"commit(s) the base lacks, made by something other than the runner; choose "
                 f"another branch, or push that work and give its branch as base_ref to build on it")
-    remote = _rev(mirror, f"refs/remotes/origin/{branch}", settings)
+    remote = rev(mirror, f"refs/remotes/origin/{branch}", settings)
     if push and remote is not None and _count(mirror, f"{base}..{remote}", settings):
         raise BranchConflict(
             f"branch {branch!r} already exists on the remote with commits the base lacks, so "
             f"the push would be rejected; choose another branch or set base_ref to {branch!r}")
     return start, base
 
-
-def _rev(mirror: Path, ref: str, settings: Settings) -> str | None:
-    proc = git("rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}",
-               cwd=mirror, settings=settings, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def _count(mirror: Path, spec: str, settings: Settings) -> int:
@@ -250,7 +228,7 @@ def commits(ws: Workspace, settings: Settings | None = None) -> dict[str, Any]:
     empty: dict[str, Any] = {"count": 0, "list": [], "diffstat": None}
     if ws.base_commit is None or ws.mirror is None or ws.branch is None:
         return empty
-    head = _rev(ws.mirror, f"refs/heads/{ws.branch}", settings)  # type: ignore[arg-type]
+    head = rev(ws.mirror, f"refs/heads/{ws.branch}", settings)  # type: ignore[arg-type]
     if head is None:
         return {**empty, "error": f"branch {ws.branch!r} no longer exists"}
     spec = f"{ws.base_commit}..{head}"
@@ -296,7 +274,7 @@ def holds_kept_work(ws: Workspace) -> bool:
 
 def remove(ws: Workspace, settings: Settings | None = None) -> None:
     """Remove the job directory and its worktree registration (the branch stays)."""
-    _remove_dir(ws.job_dir)
+    remove_tree(ws.job_dir)
     if ws.mirror is not None and settings is not None and (ws.mirror / "HEAD").exists():
         try:
             with repo_cache.locked(ws.mirror, settings):
@@ -304,30 +282,3 @@ def remove(ws: Workspace, settings: Settings | None = None) -> None:
         except Exception as exc:  # the sweep prunes later
             log.warning("worktree_prune_failed", mirror=ws.mirror.name, error=str(exc))
 
-
-def _remove_dir(path: Path) -> None:
-    """Delete without following symlinks (shutil.rmtree never descends into a link);
-    directories an agent made read-only are opened up first."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-        return
-
-    def retry_writable(func, failed, exc_info) -> None:  # noqa: ANN001 - rmtree's onerror
-        if isinstance(exc_info[1], FileNotFoundError):
-            return  # removed meanwhile (another worker's sweep): gone is what we wanted
-        parent = os.path.dirname(failed)
-        try:
-            if not os.path.islink(parent):
-                os.chmod(parent, 0o700)
-            if func in (os.rmdir, os.open, os.scandir) and not os.path.islink(failed):
-                os.chmod(failed, 0o700)
-            if func in (os.open, os.scandir):
-                # A directory the agent made unreadable: opened up, it is removed whole.
-                shutil.rmtree(failed, onerror=retry_writable)
-            else:
-                func(failed)
-        except FileNotFoundError:
-            pass
-
-    if path.exists():
-        shutil.rmtree(path, onerror=retry_writable)

@@ -16,6 +16,7 @@ import pytest
 
 from fleet import wait_for
 from runner import worktree
+from runner.workspace import remove_tree
 from tests.conftest import fake, make_git_repo, run_one_job, start_one_job
 
 
@@ -263,7 +264,7 @@ def test_removing_a_job_dir_that_vanished_meanwhile_is_not_an_error(tmp_path, mo
     gone = tmp_path / "jobs" / "0b7e6a0e-8f3c-4b7e-9a53-3a4f0d7c2f11"
     real_exists = Path.exists
     monkeypatch.setattr(Path, "exists", lambda p: True if p == gone else real_exists(p))
-    worktree._remove_dir(gone)  # rmtree finds nothing: done, no exception
+    remove_tree(gone)  # rmtree finds nothing: done, no exception
 
     half = tmp_path / "jobs" / "half"
     (half / "work" / "sub").mkdir(parents=True)
@@ -275,5 +276,5 @@ def test_removing_a_job_dir_that_vanished_meanwhile_is_not_an_error(tmp_path, mo
             raise FileNotFoundError(2, "No such file or directory", str(path))
 
     monkeypatch.setattr(os, "rmdir", racing_rmdir)
-    worktree._remove_dir(half)
+    remove_tree(half)
     assert not half.exists()

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
 SCRIPT = """
 import os, sys
 from pathlib import Path
-from runner.worktree import _remove_dir
+from runner.workspace import remove_tree
 d = Path(sys.argv[1])
 (d / "work" / "locked").mkdir(parents=True)
 (d / "work" / "locked" / "file").write_text("x")
 os.chmod(d / "work" / "locked", 0)
 os.chmod(d / "work", 0o500)
-_remove_dir(d)
+remove_tree(d)
 print("removed" if not d.exists() else "still there")
 """
 

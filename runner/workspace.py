@@ -1,0 +1,58 @@
+"""What a job's attempt works in, shared by the modules that make, fill, keep and remove it.
+
+``Workspace`` is the job directory and the tree the agent runs in (runner.worktree makes it,
+runner.clone gives an isolated agent its own, runner.leftovers, runner.push and runner.gates
+read it); ``remove_tree`` deletes such a tree whatever the agent did to its modes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_LISTED = 100  # files listed by name in a result before "… and N more"
+KEPT_WORK = "leftovers.json"  # in the job dir: work the branch does not hold (patch, big files)
+# The subject of the runner's commit of changes the agent left uncommitted (runner.leftovers).
+LEFTOVER_SUBJECT = "runner: changes the agent left uncommitted"
+
+
+@dataclass
+class Workspace:
+    job_dir: Path
+    path: Path  # where the agent runs
+    mirror: Path | None = None
+    branch: str | None = None
+    base_commit: str | None = None
+    url: str | None = None
+    start_commit: str | None = None  # where this attempt's work tree started
+    clone: bool = False  # a clone the agent owns (runner.clone), not a worktree of the mirror
+
+
+def remove_tree(path: Path) -> None:
+    """Delete without following symlinks (shutil.rmtree never descends into a link);
+    directories an agent made read-only are opened up first."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+
+    def retry_writable(func, failed, exc_info) -> None:  # noqa: ANN001 - rmtree's onerror
+        if isinstance(exc_info[1], FileNotFoundError):
+            return  # removed meanwhile (another worker's sweep): gone is what we wanted
+        parent = os.path.dirname(failed)
+        try:
+            if not os.path.islink(parent):
+                os.chmod(parent, 0o700)
+            if func in (os.rmdir, os.open, os.scandir) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+            if func in (os.open, os.scandir):
+                # A directory the agent made unreadable: opened up, it is removed whole.
+                shutil.rmtree(failed, onerror=retry_writable)
+            else:
+                func(failed)
+        except FileNotFoundError:
+            pass
+
+    if path.exists():
+        shutil.rmtree(path, onerror=retry_writable)
