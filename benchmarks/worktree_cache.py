@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import worktree  # noqa: E402
+from runner import jobconfig, worktree  # noqa: E402
 from runner.settings import load_settings  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def main() -> None:
 
             def cold():
                 nonlocal ws
-                ws = worktree.prepare(job, s)
+                ws = worktree.prepare(job, jobconfig.parse(job.get("config") or {}), s)
             rows["prepare, cold cache"].append(timed(cold))
             worktree.remove(ws, s)
             job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}

@@ -18,38 +18,12 @@ from typing import Any
 import structlog
 
 from runner.agents.base import ReaderWrapper, RunOutput, StreamReader
-from runner.errors import InvalidAgentConfig
+from runner.jobconfig import JobConfig
 from runner.outcome import EarlyStop, Outcome, Verdict
 from runner.settings import Settings
 
 log = structlog.get_logger("runner.budget")
 
-MAX_USD = 10_000.0
-MAX_TOKENS = 1_000_000_000
-
-
-def max_budget_usd(config: dict[str, Any]) -> float | None:
-    """The job's own ``config.max_budget_usd``, checked (before the operator's ceiling)."""
-    value = config.get("max_budget_usd")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_USD:
-        raise InvalidAgentConfig(
-            f"config.max_budget_usd must be a number of dollars above 0 and at most {MAX_USD:g}, "
-            f"got {str(value)[:60]!r}")
-    return float(value)
-
-
-def max_tokens(config: dict[str, Any]) -> int | None:
-    """The job's ``config.max_tokens``: a whole number of tokens, checked."""
-    value = config.get("max_tokens")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
-        raise InvalidAgentConfig(
-            f"config.max_tokens must be a whole number of tokens from 1 to {MAX_TOKENS}, "
-            f"got {str(value)[:60]!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,14 +44,14 @@ class Limits:
         return out
 
 
-def limits(config: dict[str, Any], settings: Settings) -> Limits:
+def limits(config: JobConfig, settings: Settings) -> Limits:
     """The job's limits after the operator's ceiling (clamp, never refuse: the job still
     runs, within what the operator allows)."""
-    asked, ceiling = max_budget_usd(config), settings.max_budget_usd
+    asked, ceiling = config.max_budget_usd, settings.max_budget_usd
     usd, clamped = asked, None
     if ceiling is not None and (asked is None or asked > ceiling):
         usd, clamped = ceiling, asked if asked is not None and asked > ceiling else None
-    return Limits(max_tokens(config), usd, clamped)
+    return Limits(config.max_tokens, usd, clamped)
 
 
 def log_limits(lim: Limits) -> None:

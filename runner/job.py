@@ -103,11 +103,11 @@ class JobRun:
         timeout = config.timeout_s or self.settings.job_timeout_seconds
         checks = verify.plan(config, self.settings)
         do_push = push.wanted(config, has_repo=bool(self.job.get("repo_url")))
-        commit_leftovers = leftovers.commit_wanted(config)
-        continuing = worktree.on_retry(config) == "continue"
+        continuing = config.on_retry == "continue"
         # An earlier attempt killed before it could keep its leftovers: they go first.
-        rescued = leftovers.rescue_previous(self.job, self.settings) if continuing else None
-        self.workspace = worktree.prepare(self.job, self.settings)
+        rescued = leftovers.rescue_previous(self.job, self.settings,
+                                            commit=config.commit_leftovers) if continuing else None
+        self.workspace = worktree.prepare(self.job, config, self.settings)
         payload_path = self._write_payload()
         fresh_prompt = prompt  # before any continuation: a refused resume starts from it
         prompt, resume = self._continuation(agent, prompt) if continuing else (prompt, None)
@@ -177,7 +177,7 @@ class JobRun:
                         (self.workspace.job_dir / KEPT_WORK).write_text(
                             json.dumps({"import_error": back["error"]}))
                 # Before verify and push: what the agent left uncommitted is work too.
-                kept = leftovers.keep(self.workspace, self.settings, commit=commit_leftovers)
+                kept = leftovers.keep(self.workspace, self.settings, commit=config.commit_leftovers)
                 if kept is not None:
                     outcome.result["leftovers"] = kept
             if outcome.verdict is Verdict.SUCCEEDED:

@@ -44,6 +44,8 @@ MODEL = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$"
 TOOL = r"^[A-Za-z][A-Za-z0-9_-]{0,127}(\([^()\x00-\x1f\x7f]{1,300}\))?$"
 MAX_TOOLS = 100
 MAX_MCP_CONFIG_BYTES = 64 * 1024
+MAX_BUDGET_USD = 10_000.0  # dollars an attempt may ask for at most
+MAX_TOKENS = 1_000_000_000
 MCP_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_VERIFY_COMMANDS = 20
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,100}$"
@@ -260,12 +262,13 @@ class JobConfig(BaseModel):
                                 "(continue) or from the base ref again (restart).",
         json_schema_extra=_expect("one of continue, restart"))
     max_budget_usd: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="The most one attempt may spend, in US dollars.",
-        json_schema_extra=_expect("a number of US dollars above 0"))
+        None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False,
+        description="The most one attempt may spend, in US dollars (RUNNER_MAX_BUDGET_USD "
+                    "caps it).",
+        json_schema_extra=_expect(f"a number of US dollars above 0 and at most {MAX_BUDGET_USD:g}"))
     max_tokens: int | None = Field(
-        None, gt=0, description="The most tokens one attempt may use.",
-        json_schema_extra=_expect("a whole number above 0"))
+        None, gt=0, le=MAX_TOKENS, description="The most tokens one attempt may use.",
+        json_schema_extra=_expect(f"a whole number from 1 to {MAX_TOKENS}"))
     output_schema: Annotated[dict[str, Any] | None, BeforeValidator(_output_schema)] = Field(
         None, description="A JSON Schema the agent's final answer must match; the answer is "
                           "stored in result.structured.",
@@ -291,13 +294,6 @@ class JobConfig(BaseModel):
         if keys.efforts and self.effort and self.effort not in keys.efforts:
             raise Sentence(f"config.effort must be one of {', '.join(keys.efforts)}, got {_show(self.effort)}")
         return self
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """A key's value, as from the config's JSON object (readers of one key each)."""
-        value = getattr(self, key, None)
-        if value is None and self.model_extra:
-            value = self.model_extra.get(key)
-        return default if value is None else value
 
     def agent_name(self, default_agent: str) -> str:
         return self.agent or default_agent

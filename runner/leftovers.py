@@ -39,13 +39,6 @@ PATCH = "leftovers-{stamp}.patch"  # one per attempt: a later attempt keeps earl
 _INDEX = "leftovers.index"
 
 
-def commit_wanted(config: dict[str, Any]) -> bool:
-    """``config.commit_leftovers`` (default true): commit leftovers, or keep a patch."""
-    value = config.get("commit_leftovers", True)
-    if not isinstance(value, bool):
-        raise JobInputError(f"config.commit_leftovers must be true or false, got {str(value)[:40]!r}")
-    return value
-
 
 def keep(ws: Workspace, settings: Settings, *, commit: bool) -> dict[str, Any] | None:
     """Commit (or save as a patch) what the agent left uncommitted in the worktree.
@@ -76,14 +69,14 @@ def keep(ws: Workspace, settings: Settings, *, commit: bool) -> dict[str, Any] |
     return found
 
 
-def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+def rescue_previous(job: dict[str, Any], settings: Settings, *, commit: bool) -> dict[str, Any] | None:
     """Keep what a previous attempt left uncommitted when it had no chance to (its
     iteration was killed): its worktree is still in the job directory, and the job's
     branch — made by this job — is where those changes go, before the next attempt
-    starts from that branch (``config.on_retry: continue``)."""
+    starts from that branch (``config.on_retry: continue``, which the caller checked).
+    ``commit``: ``config.commit_leftovers`` (else a patch is kept)."""
     url, job_id = job.get("repo_url"), str(job["id"])
-    config = job.get("config") if isinstance(job.get("config"), dict) else {}
-    if not url or config.get("on_retry", "continue") != "continue":
+    if not url:
         return None
     job_dir = inputs.job_dir(settings.job_root, job_id)
     work = job_dir / "work"
@@ -107,7 +100,7 @@ def rescue_previous(job: dict[str, Any], settings: Settings) -> dict[str, Any] |
         back = clone.bring_back(ws, settings, settings.agent, job_id)
         if back is not None and back.get("error"):
             log.warning("previous_attempt_commits_not_brought_back", error=back["error"])
-    found = keep(ws, settings, commit=commit_wanted(config))
+    found = keep(ws, settings, commit=commit)
     if found is not None:
         log.info("previous_attempt_leftovers_kept", committed=found.get("committed"))
     return found

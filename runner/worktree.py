@@ -25,6 +25,7 @@ import structlog
 from runner import clone, inputs, repo_cache
 from runner.errors import InvalidRef, JobInputError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git, rev
+from runner.jobconfig import JobConfig
 from runner.settings import Settings
 from runner.workspace import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace, remove_tree
 
@@ -42,8 +43,9 @@ class UnsafeRepository(JobInputError):
 
 
 
-def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
-    """Create the job directory and, for a job with a repository, its worktree."""
+def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Workspace:
+    """Create the job directory and, for a job with a repository, its worktree
+    (``config``: the job's parsed config — its push and on_retry decide the branch)."""
     job_id = str(job["id"])
     job_dir = inputs.job_dir(settings.job_root, job_id)
     url = job.get("repo_url")
@@ -54,7 +56,7 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         base_ref = job.get("base_ref")
         if base_ref is not None:
             inputs.check_ref(base_ref, "base_ref", settings)
-    continuing = on_retry(job.get("config") or {}) == "continue"
+    continuing = config.on_retry == "continue"
     settings.job_root.mkdir(parents=True, exist_ok=True)
     _clear_previous_attempt(job_dir)
     job_dir.mkdir(mode=0o700, exist_ok=True)
@@ -66,7 +68,7 @@ def prepare(job: dict[str, Any], settings: Settings) -> Workspace:
         return Workspace(job_dir=job_dir, path=work)
     assert branch is not None
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)
-    push = (job.get("config") or {}).get("push") is True
+    push = config.push
     # An agent under a uid of its own gets a clone it owns (runner/clone.py); one that shares
     # the runner's uid could write the mirror anyway, so it gets the cheaper worktree.
     own_clone = settings.agent.isolated
@@ -127,14 +129,6 @@ def _resolve_base(mirror: Path, base_ref: str | None, url: str, settings: Settin
     raise InvalidRef(f"base_ref {base_ref or 'HEAD'!r} is not a branch, tag or commit of "
                      f"{inputs.display_url(url)}")
 
-
-def on_retry(config: dict[str, Any]) -> str:
-    """``config.on_retry``: ``continue`` (default) — a later attempt starts from the job's
-    branch as the earlier ones left it — or ``restart`` from the base."""
-    value = config.get("on_retry", "continue")
-    if value not in ("continue", "restart"):
-        raise JobInputError(f"config.on_retry must be \"continue\" or \"restart\", got {str(value)[:40]!r}")
-    return value
 
 
 # What a previous attempt leaves in the job directory that the next one keeps: the

@@ -12,6 +12,7 @@ import pytest
 
 from runner import budget
 from runner.errors import InvalidAgentConfig
+from runner.jobconfig import parse
 from runner.settings import load_settings
 from tests.agents.proc import alive, pid_in
 from tests.conftest import FAKES, fake, run_one_job
@@ -26,24 +27,26 @@ def _settings(**kw):
 
 def test_the_operator_ceiling_clamps_what_a_job_asks_and_is_the_default():
     capped = _settings(max_budget_usd=2.0)
-    assert budget.limits({"max_budget_usd": 5}, capped) == budget.Limits(None, 2.0, asked_usd=5.0)
-    assert budget.limits({"max_budget_usd": 0.5}, capped) == budget.Limits(None, 0.5)
-    assert budget.limits({}, capped) == budget.Limits(None, 2.0)
-    assert budget.limits({"max_tokens": 900}, _settings()) == budget.Limits(900, None)
-    described = budget.limits({"max_budget_usd": 5}, capped).describe()
+    assert budget.limits(parse({"max_budget_usd": 5}), capped) == budget.Limits(None, 2.0, asked_usd=5.0)
+    assert budget.limits(parse({"max_budget_usd": 0.5}), capped) == budget.Limits(None, 0.5)
+    assert budget.limits(parse({}), capped) == budget.Limits(None, 2.0)
+    assert budget.limits(parse({"max_tokens": 900}), _settings()) == budget.Limits(900, None)
+    described = budget.limits(parse({"max_budget_usd": 5}), capped).describe()
     assert described["asked_usd"] == 5.0 and described["clamped_by"] == "RUNNER_MAX_BUDGET_USD"
 
 
 @pytest.mark.parametrize("config, words", [
-    ({"max_budget_usd": "5"}, "config.max_budget_usd must be a number of dollars"),
-    ({"max_budget_usd": 0}, "above 0"),
+    ({"max_budget_usd": "5"}, "config.max_budget_usd must be a number of US dollars"),
+    ({"max_budget_usd": 0}, "above 0 and at most 10000, got 0"),
+    ({"max_budget_usd": 20_000}, "at most 10000, got 20000"),
     ({"max_budget_usd": True}, "config.max_budget_usd"),
-    ({"max_tokens": 1.5}, "config.max_tokens must be a whole number of tokens"),
-    ({"max_tokens": -3}, "from 1 to"),
+    ({"max_tokens": 1.5}, "config.max_tokens must be a whole number from 1 to"),
+    ({"max_tokens": -3}, "from 1 to 1000000000"),
 ])
 def test_a_bad_budget_is_a_sentence(config, words):
+    # The typed config refuses it before any budget is worked out (runner.jobconfig).
     with pytest.raises(InvalidAgentConfig, match=words):
-        budget.limits(config, _settings())
+        parse(config)
 
 
 def test_spend_and_the_sentences():
