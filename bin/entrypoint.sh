@@ -3,12 +3,11 @@
 #   1. as root: create the data dirs, give them to RUNNER_RUN_AS, re-exec as that user
 #      (with CAP_SETUID/SETGID/KILL/CHOWN only when RUNNER_AGENT_USER gives the agent a uid)
 #   2. a worker id and state dir of this container's own (a link into RUNNER_STATE_SHARE)
-#   3. git credentials: a helper that reads RUNNER_GIT_TOKEN at use time
-#   4. wait for the database (python -m runner.dbwait), then `runner migrate`
-#   5. pre-clone RUNNER_PRECLONE_REPOS (python -m runner.preclone; failures are not fatal)
-#   6. `runner health --serve` in the background (unless RUNNER_HEALTH_PORT=0)
-#   7. exec the supervisor bin/run-agent.sh
-# With arguments (`docker compose run --rm runner runner jobs`) steps 1-3 run, then the
+#   3. wait for the database (python -m runner.dbwait), then `runner migrate`
+#   4. pre-clone RUNNER_PRECLONE_REPOS (python -m runner.preclone; failures are not fatal)
+#   5. `runner health --serve` in the background (unless RUNNER_HEALTH_PORT=0)
+#   6. exec the supervisor bin/run-agent.sh
+# With arguments (`docker compose run --rm runner runner jobs`) steps 1-2 run, then the
 # arguments are exec'd. Works on a plain host too. Never prints DATABASE_URL or tokens.
 set -euo pipefail
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -101,27 +100,8 @@ if [[ "${RUNNER_CLEAR_MARKERS:-1}" != "0" && $# -eq 0 ]]; then
             log "marker $m from the previous run moved to $m.previous; the next job re-checks"; fi
     done
 fi
-# ---------------------------------------------------------------- 3. git credentials
-# A global git config of our own (never the user's ~/.gitconfig, which it includes).
-: "${GIT_CONFIG_GLOBAL:=$RUNNER_STATE_DIR/gitconfig}"
-export GIT_CONFIG_GLOBAL
-mkdir -p "$(dirname "$GIT_CONFIG_GLOBAL")" && cfg=$(mktemp "$GIT_CONFIG_GLOBAL.XXXXXX") && chmod 0600 "$cfg"
-if [[ -f "$HOME/.gitconfig" && "$(readlink -f "$HOME/.gitconfig")" != "$(readlink -f "$GIT_CONFIG_GLOBAL")" ]]; then
-    git config --file "$cfg" include.path "$HOME/.gitconfig"
-fi
-[[ -z "${RUNNER_GIT_USER_NAME:-}" ]] || git config --file "$cfg" user.name "$RUNNER_GIT_USER_NAME"
-[[ -z "${RUNNER_GIT_USER_EMAIL:-}" ]] || git config --file "$cfg" user.email "$RUNNER_GIT_USER_EMAIL"
-if [[ -n "${RUNNER_GIT_TOKEN:-}" ]]; then
-    git config --file "$cfg" credential.helper "" # resets helpers from other config files
-    git config --file "$cfg" --add credential.helper "!'$BIN_DIR/git-credential-runner'"
-    hosts=${RUNNER_GIT_TOKEN_HOSTS:-${RUNNER_ALLOWED_REPO_HOSTS:-}}
-    log "git credentials: token from RUNNER_GIT_TOKEN (read at use time) for ${hosts:+https hosts: }${hosts:-ANY https host; set RUNNER_ALLOWED_REPO_HOSTS or RUNNER_GIT_TOKEN_HOSTS to limit it}"
-else
-    log "git credentials: none (RUNNER_GIT_TOKEN not set; public repositories only)"
-fi
-mv -f "$cfg" "$GIT_CONFIG_GLOBAL"
 (($# == 0)) || { log "running: $1 (database wait, migrations and supervisor skipped)"; exec "$@"; }
-# ---------------------------------------------------------------- 4. database
+# ---------------------------------------------------------------- 3. database
 "$PYTHON" -m runner.dbwait "${RUNNER_DB_WAIT_SECONDS:-60}" || exit 1
 if [[ "${RUNNER_MIGRATE:-1}" == "0" ]]; then log "migrations skipped (RUNNER_MIGRATE=0)"; else
     for attempt in 1 2 3; do # replicas starting together may race on the first migration
@@ -131,9 +111,9 @@ if [[ "${RUNNER_MIGRATE:-1}" == "0" ]]; then log "migrations skipped (RUNNER_MIG
         sleep 5
     done
 fi
-# ---------------------------------------------------------------- 5. pre-clone
+# ---------------------------------------------------------------- 4. pre-clone
 "$PYTHON" -m runner.preclone "${RUNNER_PRECLONE_REPOS:-}" || log "pre-clone: skipped (see above)"
-# ---------------------------------------------------------------- 6. health server
+# ---------------------------------------------------------------- 5. health server
 # Started before the exec below, so the supervisor (same pid) becomes its parent; with
 # setpriv's parent-death signal it ends when the supervisor does, also on a plain host.
 if [[ "${RUNNER_HEALTH_PORT:-8080}" == "0" ]]; then log "health server: off (RUNNER_HEALTH_PORT=0)"; else
@@ -142,7 +122,7 @@ if [[ "${RUNNER_HEALTH_PORT:-8080}" == "0" ]]; then log "health server: off (RUN
     if kill -0 $! 2> /dev/null; then log "health server: pid $! on port ${RUNNER_HEALTH_PORT:-8080} (GET /health, /metrics)"
     else log "health server: FAILED, exited at once (see the lines above); continuing without GET /health"; fi
 fi
-# ---------------------------------------------------------------- 7. supervisor
+# ---------------------------------------------------------------- 6. supervisor
 [[ -f "$SUPERVISOR" ]] || die "supervisor $SUPERVISOR not found"
 log "starting supervisor $SUPERVISOR as uid $(id -u) (queues: ${RUNNER_QUEUES:-default})"
 exec bash "$SUPERVISOR"

@@ -10,8 +10,10 @@ a shared mirror (hooks, fsmonitor, ssh command) and keep git from prompting.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from runner import secrets
@@ -24,10 +26,9 @@ HARDENING = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
              # auto-gc runs inside the command, under the mirror lock, not detached.
              "-c", "gc.autoDetach=false")
 
-# The token only ever lives in this process's environment variable, read by the helper.
+# The token only ever lives in the git process's environment, read by runner/gitcred.py.
 _TOKEN_VAR = "RUNNER_GIT_TOKEN"
-_HELPER = ("!f() { test \"$1\" = get || exit 0; echo username=x-access-token; "
-           f"echo \"password=${_TOKEN_VAR}\"; }}; f")
+_CREDENTIAL_HELPER = Path(__file__).with_name("gitcred.py")
 
 
 class GitFailed(Exception):
@@ -74,14 +75,21 @@ def git_env(settings: Settings | None, *, with_token: bool = False) -> dict[str,
         env["GIT_ALLOW_PROTOCOL"] = allowed_protocols(settings)
         if with_token and settings.git_token is not None:
             env[_TOKEN_VAR] = settings.git_token.get_secret_value()
+            env["RUNNER_GIT_TOKEN_HOSTS"] = ",".join(settings.git_token_hosts
+                                                     or settings.allowed_repo_hosts)
+            env["RUNNER_GIT_USERNAME"] = settings.git_username
+            if settings.allow_http_loopback:
+                env["RUNNER_GIT_TOKEN_HTTP_LOOPBACK"] = "1"
     return env
 
 
 def credential_args(settings: Settings) -> list[str]:
-    """``-c`` flags that answer git's credential questions from RUNNER_GIT_TOKEN."""
+    """``-c`` flags that answer git's credential questions from RUNNER_GIT_TOKEN, through
+    runner/gitcred.py, which gives it only to the token's hosts (see there)."""
     if settings.git_token is None:
         return []
-    return ["-c", f"credential.helper={_HELPER}"]
+    helper = f"!{shlex.quote(sys.executable)} -I -S {shlex.quote(str(_CREDENTIAL_HELPER))}"
+    return ["-c", f"credential.helper={helper}"]
 
 
 def git(*args: str, cwd: Path | None = None, settings: Settings | None = None,

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     git_user_name: str = "runner"
     git_user_email: str = "runner@localhost"
     git_token: SecretStr | None = None
+    # Only https to these hosts gets the token (empty: RUNNER_ALLOWED_REPO_HOSTS): "host" on
+    # any port, "host:port", "*.example.com" for any name under it (runner/gitcred.py).
+    git_token_hosts: CommaList = Field(default_factory=list)
+    git_username: str = Field(default="x-access-token", pattern=r"^[A-Za-z0-9._@+-]{1,100}$")
 
     # Operations (docs/operations.md): the health server and the quota gate.
     health_port: int = Field(default=8080, ge=0, le=65535)
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: PositiveSeconds = Field(default=5, le=60)
 
     @field_validator("queues", "allowed_agents", "allowed_permission_modes",
-                     "allowed_repo_hosts", mode="before")
+                     "allowed_repo_hosts", "git_token_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
