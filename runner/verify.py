@@ -25,9 +25,11 @@ from typing import Any
 from runner.agent_user import AgentUser
 from runner.errors import JobInputError
 from runner.jobconfig import JobConfig
+from runner.procgroup import kill_group
 from runner.settings import Settings
 
 TAIL_LINES = 20
+MAX_LINE_CHARS = 64 * 1024  # a longer line reaches the log in pieces of this size
 _SECRETISH = re.compile(r"^(RUNNER_.*|DATABASE_URL|PG.*|ANTHROPIC_.*|CLAUDE_.*|OPENAI_.*|"
                         r"CODEX_.*|GEMINI_.*|GOOGLE_.*|.*(TOKEN|SECRET|PASSWORD|PASSWD|"
                         r"API_KEY|APIKEY|CREDENTIALS?).*)$", re.I)
@@ -97,8 +99,9 @@ def _run_one(argv: list[str], cwd: Path, env: dict[str, str], timeout: int,
 
     def pump() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
+        # Read in bounded pieces: a command printing one endless line costs no memory.
+        while chunk := proc.stdout.readline(MAX_LINE_CHARS):
+            line = chunk.rstrip("\n")
             tail.append(line)
             write_line(f"[verify] {line}")
 
@@ -116,14 +119,7 @@ def _run_one(argv: list[str], cwd: Path, env: dict[str, str], timeout: int,
             code = None
             break
         time.sleep(0.05)
-    _kill(proc.pid)  # whatever it started must not outlive it
+    kill_group(proc.pid, signal.SIGKILL)  # whatever it started must not outlive it
     proc.wait()
     reader.join(timeout=5)
     return code, list(tail), time.monotonic() - start, stop
-
-
-def _kill(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
