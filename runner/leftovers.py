@@ -26,7 +26,6 @@ from typing import Any
 import structlog
 
 from runner import clone, inputs, repo_cache
-from runner.errors import JobInputError
 from runner.gitcmd import GitFailed, git, rev
 from runner.process import STDOUT_FILE
 from runner.settings import Settings

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from runner import secrets
-from runner.agents.base import ReaderWrapper, StreamReader, json_event
+from runner.agents.base import ReaderWrapper, StreamReader
+from runner.jsonl import json_event
 
 PROGRESS_SECONDS = 3.0
 TEXT_CAP = 500

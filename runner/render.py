@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from runner.clock import clock_time
+from runner.jsonl import json_event
 
 # The width of the time column ("HH:MM:SSZ ") for lines without a time of their own.
 PAD = " " * (len(clock_time(datetime.now(timezone.utc))) + 1)
@@ -125,7 +126,7 @@ class Renderer:
         if raw.startswith("[agent stderr] "):
             out = [f"{PAD}{raw}"]
         else:
-            event = _json_object(raw)
+            event = json_event(raw)
             if event is None:
                 out = [raw]
             elif "type" not in event and "event" in event and "level" in event:
@@ -383,14 +384,3 @@ def permission_warnings(denials: Any) -> list[str]:
     if len(denials) > 50:
         out.append(f"… and {len(denials) - 50} more permission denials")
     return out
-
-
-def _json_object(raw: str) -> dict[str, Any] | None:
-    if not raw.startswith("{"):
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-

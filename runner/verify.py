@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from runner.agent_user import AgentUser
-from runner.errors import JobInputError
 from runner.jobconfig import JobConfig
 from runner.procgroup import kill_group
 from runner.settings import Settings

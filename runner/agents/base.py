@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,18 +85,6 @@ class ReaderWrapper(StreamReader):
 
     def finished(self) -> bool:
         return self.inner.finished()
-
-
-def json_event(line: str) -> dict[str, Any] | None:
-    """One line of a JSONL stream as an object, or None for anything else."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def outcome_from_exit_code(run: RunOutput) -> Outcome:

@@ -15,8 +15,9 @@ from typing import Any
 from runner import budget
 from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
-                                base_env, from_runner_env, json_event)
+                                base_env, from_runner_env)
 from runner.agents.limits import from_epoch, reset_time
+from runner.jsonl import json_event
 from runner.render import permission_warnings
 from runner.outcome import EarlyStop, Outcome, Verdict
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
-                                base_env, from_runner_env, json_event)
+                                base_env, from_runner_env)
 from runner.agents.limits import reset_time
 from runner.errors import InvalidAgentConfig
+from runner.jsonl import json_event
 from runner.outcome import EarlyStop, Outcome, Verdict
 # permission_mode (the runner's vocabulary, checked against the operator's allowlist)
 # → Codex sandbox; bypassPermissions drops the sandbox and the approvals altogether.

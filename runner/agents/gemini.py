@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
-                                base_env, from_runner_env, json_event)
+                                base_env, from_runner_env)
 from runner.agents.codex import with_rules
+from runner.jsonl import json_event
 from runner.outcome import Outcome, Verdict
 
 APPROVAL_MODES = {"default": "default", "acceptEdits": "auto_edit", "bypassPermissions": "yolo",
