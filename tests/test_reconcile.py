@@ -51,8 +51,9 @@ def test_a_stale_agent_record_never_kills_an_unrelated_group(runner_env, queue, 
 
 
 def test_workers_sharing_a_state_dir_never_kill_each_others_agents(runner_env, queue, tmp_path):
-    pidfile = tmp_path / "agent.pid"
-    job = queue.enqueue(prompt="p", config=fake(sleep=4, pidfile=str(pidfile)))
+    pidfile, release = tmp_path / "agent.pid", tmp_path / "release"
+    # The agent runs until released, however long the other iterations take on a busy box.
+    job = queue.enqueue(prompt="p", config=fake(until_exists=str(release), pidfile=str(pidfile)))
     busy = start_one_job(runner_env, RUNNER_WORKER_ID="box-4")
     _wait(lambda: pidfile.exists() and pidfile.read_text())
     # Another worker (same state dir) and even the same worker id in another live
@@ -61,6 +62,7 @@ def test_workers_sharing_a_state_dir_never_kill_each_others_agents(runner_env, q
         other = run_one_job(runner_env, RUNNER_WORKER_ID=worker)
         assert "orphaned_agent_killed" not in other.stdout
     assert _alive(int(pidfile.read_text()))
+    release.touch()
     out, _ = busy.communicate(timeout=60)
     assert busy.returncode == 0, out
     assert queue.get(job["id"])["status"] == "succeeded"

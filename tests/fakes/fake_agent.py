@@ -75,6 +75,10 @@ if spec.get("big_line"):
     sys.stdout.buffer.flush()
 if spec.get("env_dump"):
     Path(spec["env_dump"]).write_text(json.dumps(dict(os.environ)))
+if spec.get("until_exists"):  # runs until the test lets it finish (at most 5 minutes)
+    deadline = time.monotonic() + 300
+    while not Path(spec["until_exists"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 time.sleep(float(spec.get("sleep", 0)) + (600 if hang else 0))
 for line in spec.get("then_stdout", []):  # after the sleep: output while the test watches
     print(line if isinstance(line, str) else json.dumps(line), flush=True)
