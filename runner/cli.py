@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
+    p = sub.add_parser("answer", help="answer a blocked job's question; it goes on from there")
+    p.add_argument("id")
+    p.add_argument("text", help="the answer (- reads it from stdin)")
     p = sub.add_parser("pause", help="stop every worker claiming from a queue (running jobs go on)")
     p.add_argument("queue")
     p.add_argument("--for", dest="duration", type=_duration,
@@ -324,6 +327,11 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     if args.watch:
         from runner.watch import watch_jobs
         return watch_jobs(settings, status=args.status, queue=args.queue, limit=args.limit)
+    if args.status == "blocked":  # with each question and how long it has waited
+        from runner.answer import blocked_table
+        with _queue(settings) as q:
+            print(blocked_table(q.blocked(queue=args.queue, limit=args.limit), settings))
+        return 0
     with _queue(settings) as q:
         rows = q.list(status=args.status, queue=args.queue, limit=args.limit)
         pauses = q.pauses()
@@ -444,6 +452,13 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     print("queued again")
     return 0
+
+
+@command("answer")
+def _answer(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.answer import answer
+    with _queue(settings) as q:
+        return answer(q, _get(q, args.id), args.text)
 
 
 @command("workers")
