@@ -8,7 +8,8 @@
   attempt given back (a question is not a failure), and an ``answered`` event is written.
   Any other job is left alone and no row comes back.
 * A job whose config has ``continue_from`` depends on that job: a trigger adds it to
-  ``depends_on`` on INSERT, so a plain INSERT waits for it like ``runner.client`` does.
+  ``depends_on`` on INSERT, so a plain INSERT waits for it like ``runner.client`` does,
+  and gives it that job's ``repo_url`` when it names none.
 * The webhook body of ``job.blocked`` carries the question's ``options`` too.
 
 Revision ID: 0005_answer
@@ -61,6 +62,9 @@ BEGIN
         earlier := (NEW.config->>'continue_from')::uuid;
         IF NEW.depends_on IS NULL OR NOT (earlier = ANY(NEW.depends_on)) THEN
             NEW.depends_on := coalesce(NEW.depends_on, '{{}}'::uuid[]) || earlier;
+        END IF;
+        IF NEW.repo_url IS NULL THEN  -- the step after a step works in its repository
+            SELECT j.repo_url INTO NEW.repo_url FROM jobs j WHERE j.id = earlier;
         END IF;
     END IF;
     RETURN NEW;
