@@ -387,8 +387,9 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:>14}: {_fmt(job.get(key))}")
     print(f"{'config':>14}: {json.dumps(job['config'], sort_keys=True)}")
     print(f"{'result':>14}: {json.dumps(job['result'], sort_keys=True, default=str)}")
-    if job.get("progress"):
-        print(f"{'progress':>14}: {json.dumps(job['progress'], sort_keys=True, default=str)}")
+    for extra in ("progress", "answer"):
+        if job.get(extra):
+            print(f"{extra:>14}: {json.dumps(job[extra], sort_keys=True, default=str)}")
     result = job["result"] if isinstance(job["result"], dict) else {}
     for warning in result.get("warnings") or []:
         print(f"{'warning':>14}: {warning}")

@@ -49,6 +49,16 @@ def earlier_job(queue: Any, job: dict[str, Any], earlier_id: str | None) -> dict
     return earlier
 
 
+def awaited(queue: Any, job_id: Any) -> bool:
+    """True when a not-finished job continues from this one (its session files stay); also
+    when the database cannot say (the sweep decides later)."""
+    try:
+        return queue.continued_by(job_id)
+    except Exception as exc:  # noqa: BLE001 - keeping a directory a while costs only disk
+        log.warning("continued_by_unknown", job_id=str(job_id), error=str(exc))
+        return True
+
+
 def _commits(earlier: dict[str, Any]) -> dict[str, Any]:
     result = earlier.get("result") if isinstance(earlier.get("result"), dict) else {}
     commits = result.get("commits")

@@ -369,7 +369,7 @@ class JobRun:
             row["status"] == "succeeded" and worktree.holds_kept_work(ws))
         if not keep:  # a job that continues this one gets its session files (config.continue_from)
             worktree.remove(ws, self.settings, keep_home=row["status"] == "succeeded"
-                            and self.queue.continued_by(self.claim.id))
+                            and continue_from.awaited(self.queue, self.claim.id))
 
 
 def _partial(reader: Any) -> dict[str, Any]:

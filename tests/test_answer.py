@@ -118,6 +118,10 @@ def test_only_a_blocked_job_is_answered(queue, db_url):
             "SELECT * FROM runner_answer(%s, 'yes', 'web app user 7')", (job["id"],)).fetchall()
     assert (jid, status, attempts) == (job["id"], "queued", 0)
     assert [e["detail"]["by"] for e in queue.events(job["id"]) if e["event"] == "answered"] == ["web app user 7"]
+    with psycopg.connect(db_url, autocommit=True) as conn:  # blocked again, then sent round anew
+        conn.execute("UPDATE jobs SET status = 'blocked' WHERE id = %s", (job["id"],))
+    assert queue.retry(job["id"])  # attempts start at 0 again: the old answer is not theirs
+    assert queue.get(job["id"])["answer"] is None
 
 
 def test_cli_answer_and_the_blocked_listing(runner_env, queue, git_repo, tmp_path, capsys, monkeypatch):

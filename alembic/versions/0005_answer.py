@@ -25,6 +25,26 @@ depends_on = None
 
 MAX_ANSWER_CHARS = 20000
 
+
+def _outbox(with_options: bool) -> str:
+    """The webhook body's function (0003_live's), with or without the question's options."""
+    options = "\n            'options', NEW.result->'options'," if with_options else ""
+    return f"""
+CREATE OR REPLACE FUNCTION runner_jobs_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_outbox (job_id, event, body)
+    VALUES (NEW.id, 'job.' || NEW.status, jsonb_build_object(
+        'job', jsonb_build_object(
+            'id', NEW.id, 'queue', NEW.queue, 'kind', NEW.kind, 'status', NEW.status,
+            'attempts', NEW.attempts, 'finished_at', NEW.finished_at, 'error', NEW.error,
+            'summary', NEW.result->'summary', 'question', NEW.result->'question',{options}
+            'cost_usd', NEW.result->'cost_usd', 'branch', NEW.branch)));
+    RETURN NEW;
+END;
+$$;
+"""
+
+
 UPGRADE = f"""
 ALTER TABLE jobs ADD COLUMN answer jsonb;
 
@@ -74,34 +94,9 @@ CREATE TRIGGER runner_jobs_continue_from BEFORE INSERT ON jobs
     FOR EACH ROW WHEN (NEW.config ? 'continue_from')
     EXECUTE FUNCTION runner_jobs_continue_from();
 
-CREATE OR REPLACE FUNCTION runner_jobs_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO webhook_outbox (job_id, event, body)
-    VALUES (NEW.id, 'job.' || NEW.status, jsonb_build_object(
-        'job', jsonb_build_object(
-            'id', NEW.id, 'queue', NEW.queue, 'kind', NEW.kind, 'status', NEW.status,
-            'attempts', NEW.attempts, 'finished_at', NEW.finished_at, 'error', NEW.error,
-            'summary', NEW.result->'summary', 'question', NEW.result->'question',
-            'options', NEW.result->'options',
-            'cost_usd', NEW.result->'cost_usd', 'branch', NEW.branch)));
-    RETURN NEW;
-END;
-$$;
-"""
+""" + _outbox(with_options=True)
 
-DOWNGRADE = """
-CREATE OR REPLACE FUNCTION runner_jobs_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO webhook_outbox (job_id, event, body)
-    VALUES (NEW.id, 'job.' || NEW.status, jsonb_build_object(
-        'job', jsonb_build_object(
-            'id', NEW.id, 'queue', NEW.queue, 'kind', NEW.kind, 'status', NEW.status,
-            'attempts', NEW.attempts, 'finished_at', NEW.finished_at, 'error', NEW.error,
-            'summary', NEW.result->'summary', 'question', NEW.result->'question',
-            'cost_usd', NEW.result->'cost_usd', 'branch', NEW.branch)));
-    RETURN NEW;
-END;
-$$;
+DOWNGRADE = _outbox(with_options=False) + """
 DROP TRIGGER IF EXISTS runner_jobs_continue_from ON jobs;
 DROP FUNCTION IF EXISTS runner_jobs_continue_from();
 DROP FUNCTION IF EXISTS runner_answer(uuid, text, text);

@@ -252,11 +252,12 @@ WITH updated AS (
 SELECT id, status FROM updated;
 
 -- name: retry
--- An operator sends a failed, cancelled or blocked job round again with fresh attempts.
+-- An operator sends a failed, cancelled or blocked job round again with fresh attempts
+-- (and no answer: one given earlier was for an attempt number that now comes round again).
 WITH updated AS (
     UPDATE jobs
     SET status = 'queued', attempts = 0, run_after = now(), cancel_requested = false,
-        error = NULL, finished_at = NULL, updated_at = now()
+        error = NULL, finished_at = NULL, answer = NULL, updated_at = now()
     WHERE id = %(id)s AND status IN ('failed', 'cancelled', 'blocked')
     RETURNING id
 )
