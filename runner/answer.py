@@ -8,8 +8,8 @@ next attempt continues on the same branch — Claude resumes its session with th
 and answer as the next message; other agents get them in a note after the prompt.
 
 A question unanswered for RUNNER_BLOCKED_EXPIRE_HOURS is listed as expired; it stays blocked
-and can still be answered (the answer says how long it waited): expiring decides nothing
-but what the listing shows.
+and can still be answered: expiring decides nothing but what the listing shows (and how
+long its directory, with the session to resume, is kept: runner/sweep.py).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ redacted here and decides nothing.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def read(workdir: Path) -> dict[str, Any] | None:
     if not path.is_file() or path.is_symlink():
         return None
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as fh:
             data = fh.read(MAX_READ_BYTES)
     except OSError:
         return None
