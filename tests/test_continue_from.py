@@ -110,3 +110,17 @@ def test_the_client_checks_continue_from(db_url):
             client.enqueue(conn, prompt="p", base_ref="main", config={"continue_from": str(earlier.id)})
         with pytest.raises(InvalidJob, match="config.continue_from must be a job id"):
             client.enqueue(conn, prompt="p", config={"continue_from": "job-1"})
+
+
+def test_a_plain_insert_naming_no_job_or_no_id_ends_failed_with_a_sentence(db_url, queue, runner_env):
+    gone = "0b0e7e7e-0000-4000-8000-000000000000"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ids = [conn.execute("INSERT INTO jobs (prompt, config) VALUES ('p', %s) RETURNING id",
+                            (json.dumps({**fake(), "continue_from": value}),)).fetchone()[0]
+               for value in (gone, 5)]
+    run_one_job(runner_env)
+    run_one_job(runner_env)
+    missing, number = (queue.get(i) for i in ids)
+    assert missing["status"] == "failed" and missing["error"].startswith(f"dependency {gone} does not exist")
+    assert number["status"] == "failed"
+    assert number["error"] == "config.continue_from must be a job id (a UUID), got 5"
