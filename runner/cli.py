@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p = sub.add_parser("retry", help="send a failed, cancelled or blocked job round again")
     p.add_argument("id")
+    p = sub.add_parser("answer", help="answer a blocked job's question; it goes on from there")
+    p.add_argument("id")
+    p.add_argument("text", help="the answer (- reads it from stdin)")
     p = sub.add_parser("pause", help="stop every worker claiming from a queue (running jobs go on)")
     p.add_argument("queue")
     p.add_argument("--for", dest="duration", type=_duration,
@@ -324,6 +327,11 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     if args.watch:
         from runner.watch import watch_jobs
         return watch_jobs(settings, status=args.status, queue=args.queue, limit=args.limit)
+    if args.status == "blocked":  # with each question and how long it has waited
+        from runner.answer import blocked_table
+        with _queue(settings) as q:
+            print(blocked_table(q.blocked(queue=args.queue, limit=args.limit), settings))
+        return 0
     with _queue(settings) as q:
         rows = q.list(status=args.status, queue=args.queue, limit=args.limit)
         pauses = q.pauses()
@@ -379,8 +387,9 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:>14}: {_fmt(job.get(key))}")
     print(f"{'config':>14}: {json.dumps(job['config'], sort_keys=True)}")
     print(f"{'result':>14}: {json.dumps(job['result'], sort_keys=True, default=str)}")
-    if job.get("progress"):
-        print(f"{'progress':>14}: {json.dumps(job['progress'], sort_keys=True, default=str)}")
+    for extra in ("progress", "answer"):
+        if job.get(extra):
+            print(f"{extra:>14}: {json.dumps(job[extra], sort_keys=True, default=str)}")
     result = job["result"] if isinstance(job["result"], dict) else {}
     for warning in result.get("warnings") or []:
         print(f"{'warning':>14}: {warning}")
@@ -444,6 +453,13 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     print("queued again")
     return 0
+
+
+@command("answer")
+def _answer(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.answer import answer
+    with _queue(settings) as q:
+        return answer(q, _get(q, args.id), args.text)
 
 
 @command("workers")

@@ -51,12 +51,23 @@ def enqueue(conn: Any, *, prompt: str = "", repo_url: str | None = None,
     with ``concurrency_limit`` (default 1): at most that many jobs of the key run at once,
     in enqueue order. ``depends_on``: job ids that must all succeed first; if one fails or
     is cancelled, this job ends failed without running. They must exist (in this
-    transaction too: a pipeline can be enqueued in one transaction).
+    transaction too: a pipeline can be enqueued in one transaction). ``config.continue_from``
+    (a job id) adds that job to ``depends_on``: the job starts from its head, on its branch,
+    resuming its session (docs/enqueue.md).
     """
-    check(prompt=prompt, config=config or {}, priority=priority, max_attempts=max_attempts,
-          payload=payload, default_agent=default_agent)
+    parsed = check(prompt=prompt, config=config or {}, priority=priority,
+                   max_attempts=max_attempts, payload=payload, default_agent=default_agent)
     deps = _check_keys(dedupe_key, concurrency_key, concurrency_limit, depends_on)
     q = Queue(_psycopg(conn), "client")
+    if parsed.continue_from:  # it implies depends_on: the job waits for that one to succeed
+        earlier = parsed.continue_from.lower()
+        if base_ref is not None:
+            raise InvalidJob("a job with config.continue_from starts from that job's head: "
+                             "leave base_ref empty")
+        if earlier not in deps:
+            if not q.existing_job_ids([earlier]):
+                raise InvalidJob(f"config.continue_from names job {earlier}, which does not exist")
+            deps.append(earlier)
     if deps:
         missing = sorted(set(deps) - q.existing_job_ids(deps))
         if missing:

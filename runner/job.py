@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from runner import (budget, clone, continuation, gates, jobconfig, leftovers, logs, progress,
-                    push, retry, state, verify, worktree)
+from runner import (budget, clone, continuation, continue_from, gates, jobconfig,
+                    leftovers, logs, progress, push, question, retry, state, verify, worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
@@ -97,6 +97,7 @@ class JobRun:
         # The config is parsed once, here, before any side effect; everything after reads
         # the typed result (runner/jobconfig.py).
         config = jobconfig.parse(self.job["config"], self.settings.default_agent)
+        earlier = continue_from.earlier_job(self.queue, self.job, (config.continue_from or "").lower())
         prompt = build_prompt(self.job, self.settings)
         agent = select_agent(config, self.settings)
         limits = budget.limits(config, self.settings)
@@ -107,10 +108,11 @@ class JobRun:
         # An earlier attempt killed before it could keep its leftovers: they go first.
         rescued = leftovers.rescue_previous(self.job, self.settings,
                                             commit=config.commit_leftovers) if continuing else None
-        self.workspace = worktree.prepare(self.job, config, self.settings)
+        self.workspace = continue_from.prepare(self.job, earlier, config, self.settings)
         payload_path = self._write_payload()
-        fresh_prompt = prompt  # before any continuation: a refused resume starts from it
-        prompt, resume = self._continuation(agent, prompt) if continuing else (prompt, None)
+        # fresh_prompt: what a refused resume starts afresh with
+        prompt, resume, fresh_prompt = continuation.plan(
+            self.job, self.workspace, self.settings, agent, prompt, earlier, continuing)
         ctx = RunContext(job=self.job, config=config, settings=self.settings,
                          workdir=self.workspace.path, job_dir=self.workspace.job_dir,
                          payload_path=payload_path, prompt=prompt, resume_session=resume)
@@ -160,8 +162,7 @@ class JobRun:
                 # The CLI could not load the earlier session (a transcript cut short by a
                 # kill): no attempt is spent on that — the same attempt starts afresh.
                 log.warning("resume_refused_starting_fresh", session=resume, reason=outcome.reason)
-                ctx.prompt = fresh_prompt + continuation.note(
-                    self.job, worktree.commits(self.workspace, self.settings))
+                ctx.prompt = fresh_prompt
                 ctx.resume_session = resume = None
                 command = agent.command(ctx)
                 outcome = run(command)
@@ -192,22 +193,6 @@ class JobRun:
                 outcome.result["previous_attempt_leftovers"] = rescued
         return outcome
 
-    def _continuation(self, agent, prompt: str) -> tuple[str, str | None]:  # noqa: ANN001
-        """The prompt (and session to resume) of an attempt that goes on from an earlier
-        one: the agent's own session when it is on this host, else a note of what the
-        earlier attempt left."""
-        assert self.workspace is not None
-        so_far = worktree.commits(self.workspace, self.settings)
-        if not continuation.earlier_attempt(self.job, so_far):
-            return prompt, None
-        session = continuation.previous_session(self.job)
-        resume = session if agent.resumable(self.workspace.job_dir, session) else None
-        log.info("continuing_earlier_attempt", resumed_session=resume,
-                 commits=so_far.get("count", 0))
-        if resume is not None:
-            return continuation.resume_message(self.job, so_far), resume
-        return prompt + continuation.note(self.job, so_far), None
-
     def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
         if result.early is not None:
             return result.early
@@ -224,11 +209,11 @@ class JobRun:
             if full and outcome.reason and full not in outcome.reason:
                 outcome.reason = f"{outcome.reason} ({full})"
         if outcome.verdict is Verdict.SUCCEEDED and self.workspace is not None:
-            question = _blocked_question(self.workspace.path)
-            if question is not None:
+            asked = question.read(self.workspace.path)
+            if asked is not None:  # only shown to a person: capped, redacted, decides nothing
                 outcome.verdict = Verdict.BLOCKED
-                outcome.reason = question
-                outcome.result["question"] = question
+                outcome.reason = asked["question"]
+                outcome.result.update(asked)
         return outcome
 
     def _write_payload(self) -> Path:
@@ -383,8 +368,9 @@ class JobRun:
         # succeeded job's work that is not on its branch (a leftovers patch, big files).
         keep = row["status"] in KEPT_FOR_INSPECTION or (
             row["status"] == "succeeded" and worktree.holds_kept_work(ws))
-        if not keep:
-            worktree.remove(ws, self.settings)
+        if not keep:  # a job that continues this one gets its session files (config.continue_from)
+            worktree.remove(ws, self.settings, keep_home=row["status"] == "succeeded"
+                            and continue_from.awaited(self.queue, self.claim.id))
 
 
 def _partial(reader: Any) -> dict[str, Any]:
@@ -392,14 +378,6 @@ def _partial(reader: Any) -> dict[str, Any]:
         return reader.partial_result() if reader is not None else {}
     except Exception:  # a reader's summary must never cost the recording
         return {}
-
-
-def _blocked_question(workdir: Path) -> str | None:
-    path = workdir / "BLOCKED.md"
-    if path.is_file() and not path.is_symlink():
-        text = path.read_text(errors="replace").strip()
-        return text[:10000] or "the agent wrote an empty BLOCKED.md"
-    return None
 
 
 FULL_DISK_BYTES = 1 << 20  # below this much free space a disk counts as full

@@ -38,6 +38,7 @@ CLAUDE_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 CODEX_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 EFFORTS = ("minimal", "low", "medium", "high", "xhigh", "max")
 
+JOB_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MODEL = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$"
 # A tool name (Write, mcp__server__tool, Bash) with an optional rule in parentheses:
 # Bash(git diff:*), Read(./src/**), WebFetch(domain:example.com).
@@ -273,6 +274,13 @@ class JobConfig(BaseModel):
         None, description="A JSON Schema the agent's final answer must match; the answer is "
                           "stored in result.structured.",
         json_schema_extra=_expect("a JSON Schema object"))
+    continue_from: str | None = Field(
+        None, pattern=JOB_ID,
+        description="A job id: this job starts from that job's branch head, on its branch unless "
+                    "this job's branch names another, and claude resumes that job's session when "
+                    "its files are on this host. Implies depends_on on that job (it must succeed "
+                    "first).",
+        json_schema_extra=_expect("a job id (a UUID)"))
 
     @field_validator("push", "commit_leftovers", "on_retry", mode="before")
     @classmethod

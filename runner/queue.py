@@ -181,6 +181,19 @@ class Queue:
     def retry(self, job_id: uuid.UUID | str, by: str = "operator") -> bool:
         return bool(self._run("retry", id=job_id, worker_id=None, by=by))
 
+    def answer(self, job_id: uuid.UUID | str, text: str, by: str = "operator") -> dict[str, Any] | None:
+        """Requeue a blocked job with ``text`` as the answer to its question; None when the
+        job is not blocked (nothing changed)."""
+        rows = self._run("answer", id=job_id, text=_safe(text), by=_safe(by))
+        return rows[0] if rows else None
+
+    def blocked(self, queue: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._run("blocked_jobs", queue=queue, limit=limit)
+
+    def continued_by(self, job_id: uuid.UUID | str) -> bool:
+        """True when a not-finished job names this one in config.continue_from."""
+        return bool(self._run("continued_by", id=str(job_id))[0]["awaited"])
+
     def get(self, job_id: uuid.UUID | str) -> dict[str, Any] | None:
         rows = self._run("get_job", id=job_id)
         return rows[0] if rows else None

@@ -65,6 +65,8 @@ jobs = Table(
     Column("concurrency_limit", Integer),
     # Job ids that must all have succeeded before this one is claimed.
     Column("depends_on", ARRAY(UUID(as_uuid=True))),
+    # The last answer to the job's question (runner_answer(), migration 0005_answer).
+    Column("answer", JSONB),
     # Enqueue order, also inside one transaction (where every created_at is the same):
     # the order of the jobs of one concurrency key.
     Column("enqueue_seq", BigInteger, Identity(always=True), nullable=False),

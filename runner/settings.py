@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     git_retry_attempts: int = Field(default=3, ge=1, le=10)
     git_retry_wait_seconds: Seconds = Field(default=2, le=300)
     keep_failed_hours: Hours = 24
+    # A blocked job's question unanswered this long is listed as expired (it stays blocked
+    # and can still be answered); its directory (the session to resume) is kept as long.
+    blocked_expire_hours: Hours = 72
     keep_branch_hours: Hours = 168
     # Leftovers (runner/leftovers.py): files bigger than this are listed, not committed.
     leftover_max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=0)

@@ -4,7 +4,9 @@
   job's next attempt continues from its directory: the agent's session files): a
   succeeded or deleted job's at once; a failed, blocked or cancelled job's — and a
   succeeded one's that holds work its branch lacks (``leftovers.json``: a patch, big
-  files) — once it finished more than RUNNER_KEEP_FAILED_HOURS ago.
+  files) — once it finished more than RUNNER_KEEP_FAILED_HOURS ago (a blocked job's
+  not before RUNNER_BLOCKED_EXPIRE_HOURS either); a succeeded job's not while a
+  not-finished job continues from it (config.continue_from: its session files);
 * every mirror's stale worktree registrations (``git worktree prune``);
 * job branches the runner made (``branch.<name>.runnercreated``) that no worktree uses
   and that are older than RUNNER_KEEP_BRANCH_HOURS.
@@ -63,8 +65,13 @@ def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
         if status in ACTIVE:
             continue
         kept = status in KEPT or (status == "succeeded" and (path / KEPT_WORK).is_file())
-        if kept and _age(row, path) < keep_seconds:
+        # A question waits for its answer with the session files it will resume.
+        keep = max(keep_seconds, settings.blocked_expire_hours * 3600) if status == "blocked" \
+            else keep_seconds
+        if kept and _age(row, path) < keep:
             continue
+        if status == "succeeded" and queue.continued_by(job_id):
+            continue  # a job that continues this one will copy its session (continue_from)
         remove_tree(path)
         removed.append(job_id)
         log.info("job_dir_removed", job_id=job_id, status=status or "no such job")

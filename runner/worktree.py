@@ -266,9 +266,15 @@ def holds_kept_work(ws: Workspace) -> bool:
     return (ws.job_dir / KEPT_WORK).is_file()
 
 
-def remove(ws: Workspace, settings: Settings | None = None) -> None:
-    """Remove the job directory and its worktree registration (the branch stays)."""
-    remove_tree(ws.job_dir)
+def remove(ws: Workspace, settings: Settings | None = None, *, keep_home: bool = False) -> None:
+    """Remove the job directory and its worktree registration (the branch stays); with
+    ``keep_home`` the agent's HOME stays (its session files, for a job that continues this one)."""
+    if keep_home and ws.job_dir.is_dir() and not ws.job_dir.is_symlink():
+        for entry in ws.job_dir.iterdir():
+            if entry.name != "home" or entry.is_symlink():
+                remove_tree(entry)
+    else:
+        remove_tree(ws.job_dir)
     if ws.mirror is not None and settings is not None and (ws.mirror / "HEAD").exists():
         try:
             with repo_cache.locked(ws.mirror, settings):

@@ -112,14 +112,15 @@ def test_a_question_and_a_failure_are_told_with_their_text(receiver, queue, runn
     receiver.status = 204
     env = {**runner_env, "RUNNER_WEBHOOK_URL": receiver.url, "RUNNER_WEBHOOK_SECRET": SECRET}
     asked = queue.enqueue(prompt="a", repo_url=git_repo,
-                          config=fake(blocked="Which database should I use: A or B?"))
+                          config=fake(blocked="Which database should I use?\n- [ ] A\n- [ ] B\n"))
     run_one_job(env)
     bad = queue.enqueue(prompt="b", repo_url=git_repo, config={**fake(), "max_tokens": "lots"})
     run_one_job(env)
     sent = {json.loads(b)["job"]["id"]: json.loads(b) for _, b in receiver.got}
     question = sent[str(asked["id"])]
     assert question["event"] == "job.blocked"
-    assert question["job"]["question"] == "Which database should I use: A or B?"
+    assert question["job"]["question"] == "Which database should I use?"
+    assert question["job"]["options"] == ["A", "B"]
     failure = sent[str(bad["id"])]
     assert failure["event"] == "job.failed"
     assert failure["job"]["error"].startswith("config.max_tokens must be a whole number")

@@ -105,6 +105,12 @@ class Agent:
         """True when this agent can resume ``session_id`` from files on this host."""
         return False
 
+    def adopt_session(self, from_job_dir: Path, job_dir: Path, workdir: Path,
+                      session_id: str | None) -> bool:
+        """Copy an earlier job's session ``session_id`` into this job's own files, for a job
+        that continues it (config.continue_from); True when it can then be resumed."""
+        return False
+
     def command(self, ctx: RunContext) -> AgentCommand:
         raise NotImplementedError
 

@@ -46,6 +46,32 @@ class ClaudeAgent(Agent):
         # a conversation the CLI can resume: it needs at least one assistant message.
         return any(_has_answer(path) for path in projects.glob(f"*/{session_id}.jsonl"))
 
+    def adopt_session(self, from_job_dir: Path, job_dir: Path, workdir: Path,
+                      session_id: str | None) -> bool:
+        """The earlier job's transcript, copied (never shared) into this job's config dir,
+        under the project directory the CLI looks in for this job's working directory."""
+        if not session_id or not SESSION_ID.match(session_id):
+            return False
+        projects = config_dir(from_job_dir) / "projects"
+        if projects.is_symlink() or not projects.is_dir():
+            return False
+        found = [p for p in projects.glob(f"*/{session_id}.jsonl")
+                 if not p.parent.is_symlink() and _has_answer(p)]
+        if not found:
+            return False
+        target = config_dir(job_dir) / "projects" / project_key(workdir)
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:  # the earlier agent wrote it: no link followed, no more than a transcript's size
+            fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as src:
+                data = src.read(TRANSCRIPT_LIMIT + 1)
+        except OSError:
+            return False
+        if len(data) > TRANSCRIPT_LIMIT:
+            return False
+        (target / f"{session_id}.jsonl").write_bytes(data)
+        return True
+
     def command(self, ctx: RunContext) -> AgentCommand:
         config, settings = ctx.config, ctx.settings
         argv = [settings.claude_bin, "-p", "--output-format", "stream-json", "--verbose"]
@@ -97,7 +123,16 @@ def config_dir(job_dir: Path) -> Path:
     return job_dir / "home" / ".claude"
 
 
-def _has_answer(transcript: Path, limit: int = 64 << 20) -> bool:
+TRANSCRIPT_LIMIT = 64 << 20
+
+
+def project_key(workdir: Path) -> str:
+    """The CLI's name for a working directory under ``projects/`` (every character but
+    letters and digits as '-')."""
+    return re.sub(r"[^A-Za-z0-9]", "-", os.path.realpath(workdir))
+
+
+def _has_answer(transcript: Path, limit: int = TRANSCRIPT_LIMIT) -> bool:
     try:
         with open(transcript, "rb") as fh:
             return b'"type":"assistant"' in fh.read(limit).replace(b'": "', b'":"')

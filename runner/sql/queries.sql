@@ -252,11 +252,12 @@ WITH updated AS (
 SELECT id, status FROM updated;
 
 -- name: retry
--- An operator sends a failed, cancelled or blocked job round again with fresh attempts.
+-- An operator sends a failed, cancelled or blocked job round again with fresh attempts
+-- (and no answer: one given earlier was for an attempt number that now comes round again).
 WITH updated AS (
     UPDATE jobs
     SET status = 'queued', attempts = 0, run_after = now(), cancel_requested = false,
-        error = NULL, finished_at = NULL, updated_at = now()
+        error = NULL, finished_at = NULL, answer = NULL, updated_at = now()
     WHERE id = %(id)s AND status IN ('failed', 'cancelled', 'blocked')
     RETURNING id
 )
@@ -413,3 +414,25 @@ DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue;
 SELECT queue, until, reason, paused_by, paused_at FROM queue_pauses
 WHERE until IS NULL OR until > now()
 ORDER BY queue;
+
+-- name: answer
+-- `runner answer` (the web app runs the same function, docs/live.md): a blocked job goes
+-- back to the queue with the answer for its next attempt, its attempt given back. No row
+-- back: the job is not blocked (queued, running, finished otherwise) or the answer is empty.
+SELECT id, status, attempts FROM runner_answer(%(id)s, %(text)s, %(by)s);
+
+-- name: blocked_jobs
+-- `runner jobs --status blocked`: each blocked job with its question and how long it waits.
+SELECT id, queue, kind, attempts, max_attempts, finished_at, error, result,
+       extract(epoch FROM now() - finished_at)::float8 AS waiting_seconds
+FROM jobs
+WHERE status = 'blocked' AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+ORDER BY finished_at DESC NULLS LAST
+LIMIT %(limit)s;
+
+-- name: continued_by
+-- Whether a not-finished job continues from this one (config.continue_from): then the
+-- session files in its directory are kept for it.
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE status IN ('queued', 'claimed', 'running')
+                 AND lower(config->>'continue_from') = %(id)s::text) AS awaited;
