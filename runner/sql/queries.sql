@@ -300,8 +300,13 @@ LIMIT %(limit)s;
 SELECT id, at, worker_id, event, detail FROM job_events WHERE job_id = %(id)s ORDER BY id;
 
 -- name: worker_seen
+-- Presence is not worth a WAL flush: its COMMIT does not wait for the disk (lost in a
+-- server crash, the next one rewrites it). "running" is said between the claim and the
+-- agent's start, where a flush would be on the path (benchmarks/agent_start.py).
 INSERT INTO workers (id, host, pid, version, state, current_job, queues, last_seen_at, started_at)
-VALUES (%(id)s, %(host)s, %(pid)s, %(version)s, %(state)s, %(current_job)s, %(queues)s, now(), now())
+SELECT %(id)s::text, %(host)s::text, %(pid)s::int, %(version)s::text, %(state)s::text,
+       %(current_job)s::uuid, %(queues)s::jsonb, now(), now()
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush
 ON CONFLICT (id) DO UPDATE
 SET host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
     state = EXCLUDED.state, current_job = EXCLUDED.current_job, queues = EXCLUDED.queues,
