@@ -1,7 +1,7 @@
 """Enqueue → agent exec through a waiting ``python -m runner.one_job``, without a repository
 and with a 100-file repository from a warm mirror; and where the time goes.
 
-    python benchmarks/agent_start.py [--runs 3] [--jobs 30] [--files 100] [--baseline REV]
+    python benchmarks/agent_start.py [--runs 3] [--jobs 30] [--files 100] [--baseline REV ...]
                                      [--profile]
 
 Each sample: a fresh ``one_job`` (RUNNER_WAIT_SECONDS = RUNNER_POLL_SECONDS = 600, so only
@@ -143,7 +143,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=30, help="samples per case and run")
     ap.add_argument("--files", type=int, default=100)
-    ap.add_argument("--baseline", metavar="REV", help="also runner as of this git revision")
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also runner as of this git revision (repeatable)")
     ap.add_argument("--profile", action="store_true", help="git shim + log timestamps")
     args = ap.parse_args()
     print_header("Enqueue → agent exec", ["benchmarks/agent_start.py", *sys.argv[1:]])
@@ -153,8 +154,8 @@ def main() -> None:
         command, kind = stamp_command(tmp)
         repo = make_repo(tmp, args.files)
         systems = {"runner": str(HERE.parent)}
-        if args.baseline:
-            systems[f"runner at {args.baseline}"] = export_runner(args.baseline, tmp / "baseline")
+        for rev in args.baseline:
+            systems[f"runner at {rev}"] = export_runner(rev, tmp / f"baseline-{rev}")
         shim_log = None
         path = os.environ["PATH"]
         if args.profile:
@@ -176,7 +177,7 @@ def main() -> None:
                                          RUNNER_AGENT_COMMAND=f"{command} {stamps}")
                         for i, (name, tree) in enumerate(systems.items())}
                 for name, env in envs.items():  # warm each one's mirror
-                    one_sample(url, producer, admin, env, tmp, stamps, f"warm-{r}-{len(name)}", repo)
+                    one_sample(url, producer, admin, env, tmp, stamps, f"warm-{r}-{name[-7:]}", repo)
                     if shim_log is not None and shim_log.exists():
                         shim_log.unlink()
                 samples: dict[tuple[str, str], list[float]] = {}
@@ -184,7 +185,7 @@ def main() -> None:
                     for name, env in envs.items():
                         for case, case_repo in cases.items():
                             s = one_sample(url, producer, admin, env, tmp, stamps,
-                                           f"b-{r}-{i}-{len(name)}-{len(case)}", case_repo)
+                                           f"b-{r}-{i}-{name[-7:]}-{len(case)}", case_repo)
                             samples.setdefault((name, case), []).append(s["total"] * 1000)
                             if args.profile:
                                 prof.setdefault((name, case), []).append(steps(env, s, shim_log))
