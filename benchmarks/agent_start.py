@@ -130,7 +130,8 @@ def steps(env: dict[str, str], sample: dict, shim_log: Path | None) -> dict[str,
     out["agent exec"] = sample["total"] * 1000
     if shim_log is not None and shim_log.exists():
         calls = [line.split(" ", 2) for line in shim_log.read_text().splitlines()]
-        calls = [c for c in calls if float(c[0]) >= sample["wall0"]]
+        spawned = sample["wall0"] + sample["total"]  # the agent's exec, on the wall clock
+        calls = [c for c in calls if sample["wall0"] <= float(c[0]) < spawned]
         out["git calls"] = len(calls)
         out["git ms"] = sum((float(b) - float(a)) * 1000 for a, b, _ in calls)
         out["git argv"] = [c[2].split(" -c ")[-1][:60] for c in calls]  # type: ignore[assignment]
@@ -197,7 +198,8 @@ def main() -> None:
     print(table(["run", "system", "case", "load before", "n", "p50 ms", "p95 ms", "max ms",
                  "load after"], rows))
     for (name, case), items in prof.items():
-        print(f"\nprofile, {name}, {case} (medians over {len(items)} samples, ms after the enqueue):")
+        print(f"\nprofile, {name}, {case} (medians over {len(items)} samples, ms after the "
+              f"enqueue; git: the calls before the agent's exec):")
         for key in ("job_claimed", "worktree_created", "agent_starting", "agent exec", "git calls", "git ms"):
             values = [i[key] for i in items if key in i]
             if values:

@@ -196,6 +196,11 @@ class JobRun:
         one: the agent's own session when it is on this host, else a note of what the
         earlier attempt left."""
         assert self.workspace is not None
+        if self.workspace.start_commit == self.workspace.base_commit \
+                and not continuation.earlier_attempt(self.job, {}):
+            # No earlier result, and the tree starts at its base: no commits of an earlier
+            # attempt to count (five git processes fewer before a first attempt's agent).
+            return prompt, None
         so_far = worktree.commits(self.workspace, self.settings)
         if not continuation.earlier_attempt(self.job, so_far):
             return prompt, None
