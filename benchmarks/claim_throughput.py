@@ -78,7 +78,11 @@ def runner_load(url: str, n: int) -> float:
     return elapsed
 
 
-def runner_worker(url: str, index: int, duration: float, barrier, results) -> None:
+def runner_worker(url: str, index: int, duration: float, barrier, results, tree: str | None = None) -> None:
+    if tree is not None:  # --baseline: that revision's runner (its Queue and queries.sql)
+        sys.path.insert(0, tree)
+        for name in [m for m in sys.modules if m == "runner" or m.startswith("runner.")]:
+            del sys.modules[name]
     from runner.queue import Queue
 
     done = 0
@@ -95,11 +99,12 @@ def runner_worker(url: str, index: int, duration: float, barrier, results) -> No
         results.put((index, done, t0, monotonic()))
 
 
-def runner_drain(url: str, n: int, workers: int, duration: float) -> dict[str, float]:
+def runner_drain(url: str, n: int, workers: int, duration: float,
+                 tree: str | None = None) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=runner_worker, args=(url, i, duration, barrier, results))
+    procs = [ctx.Process(target=runner_worker, args=(url, i, duration, barrier, results, tree))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -201,6 +206,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--duration", type=float, default=None, help="seconds of claiming per run")
     ap.add_argument("--no-pgqueuer", action="store_true")
+    ap.add_argument("--baseline", metavar="REV", help="add runner's Queue as of this git revision "
+                                                      "(`git archive` of its runner/), same schema")
     ap.add_argument("--notify-experiment", action="store_true",
                     help="add a runner variant with the status-change NOTIFY trigger disabled "
                          "(not the shipped schema) to show what NOTIFY at commit costs")
@@ -213,6 +220,16 @@ def main() -> None:
     print_header("Claim throughput", ["benchmarks/claim_throughput.py", *sys.argv[1:]])
     variants: list[tuple[str, int | None | str]] = [
         ("runner Queue (claim + finish, 1 job per claim)", None)]
+    trees: dict[str, str] = {}
+    if args.baseline:
+        import tempfile
+        exported = tempfile.mkdtemp(prefix="tput-baseline-")
+        archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive",
+                                  args.baseline, "runner"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", exported], input=archive, check=True)
+        name = f"runner Queue at {args.baseline} (baseline, same schema)"
+        variants.append((name, "baseline"))
+        trees[name] = exported
     if args.notify_experiment:
         variants.append(("runner Queue, EXPERIMENT: status-change NOTIFY trigger disabled", "nonotify"))
     if not args.no_pgqueuer:
@@ -225,14 +242,14 @@ def main() -> None:
     rows: dict[str, list[list[object]]] = {name: [] for name, _ in variants}
     for r in range(runs):
         for name, batch in variants:
-            if batch is None or batch == "nonotify":
+            if batch is None or batch in ("nonotify", "baseline"):
                 with fresh_database("tput") as url:
                     load_s = runner_load(url, n)
                     if batch == "nonotify":
                         with psycopg.connect(url, autocommit=True) as conn:
                             conn.execute("ALTER TABLE jobs DISABLE TRIGGER runner_jobs_status_changed")
                     before = loadavg()
-                    res = runner_drain(url, n, w, args.duration)
+                    res = runner_drain(url, n, w, args.duration, trees.get(name))
             else:
                 with fresh_database("pgq", migrate=False) as url:
                     pgq_install(url)

@@ -1,13 +1,15 @@
 """`runner logs`: rendering a big job log, and how soon `-f` shows an appended line.
 
-    python benchmarks/logs_view.py [--mb 100] [--runs 3] [--lines 50]
+    python benchmarks/logs_view.py [--mb 100] [--runs 3] [--lines 50] [--baseline REV]
 
 Builds a run log of ``--mb`` MB from the captured Claude Code stream of a tool-using run
 (tests/fixtures/claude/success_write_tool.stdout.jsonl, repeated, with runner log lines
 between), links it as a job's log, then, interleaved, ``--runs`` times each:
 
 * ``runner logs ID > /dev/null`` — wall time and peak RSS (the child's ru_maxrss);
-* the baseline: a python that ``json.loads`` every line of the same file.
+* the baseline: a python that ``json.loads`` every line of the same file;
+* with ``--baseline REV``: ``runner logs ID`` of that git revision (``git archive`` of its
+  ``runner/``), in the same interleaved runs.
 
 Then ``runner logs -f ID`` with ``--lines`` lines appended one at a time (each a complete
 stream-json event): the lag from the append to the rendered line on its stdout, p50/p95.
@@ -57,14 +59,18 @@ def build_log(root: Path, megabytes: int) -> Path:
     return path
 
 
-def measure_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def measure_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system: less moved by other work on a shared
+    machine than the wall time) and peak RSS in MiB of one run of argv."""
     code = ("import resource,subprocess,sys,time\n"
             "t=time.perf_counter()\n"
             "subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,check=True)\n"
-            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)\n")
+            "r=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+            "print(time.perf_counter()-t, r.ru_utime+r.ru_stime, r.ru_maxrss/1024)\n")
+    # cwd: not the checkout, so that `-m runner` finds the runner of env's PYTHONPATH.
     out = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    return float(out[0]), float(out[1])
+                         text=True, check=True, cwd=tempfile.gettempdir()).stdout.split()
+    return float(out[0]), float(out[1]), float(out[2])
 
 
 def follow_lag(env: dict[str, str], log: Path, lines: int) -> list[float]:
@@ -108,11 +114,21 @@ def _read_until(proc: subprocess.Popen, needle: bytes, timeout: float, quiet_for
         raise TimeoutError(f"{needle!r} not seen")
 
 
+def export_runner(rev: str, into: Path) -> str:
+    """`git archive` of rev's runner/ into ``into`` (nothing in the checkout changes)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "runner"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return str(into)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--lines", type=int, default=50)
+    ap.add_argument("--baseline", metavar="REV", help="also measure runner logs of this git revision")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -124,16 +140,25 @@ def main() -> None:
               f"{os.getloadavg()[0]:.2f}; {args.runs} interleaved runs each")
         commands = {"runner logs ID": [sys.executable, "-m", "runner", "logs", JOB_ID],
                     "json.loads of every line": [sys.executable, "-c", BASELINE, str(log)]}
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        envs = {name: env for name in commands}
+        if args.baseline:
+            name = f"runner logs ID at {args.baseline}"
+            commands[name] = commands["runner logs ID"]
+            envs[name] = dict(env, PYTHONPATH=export_runner(args.baseline, root / "baseline"))
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
         for _ in range(args.runs):
             for name, argv in commands.items():
-                results[name].append(measure_once(argv, env))
-        base = statistics.median(s for s, _ in results["json.loads of every line"])
+                results[name].append(measure_once(argv, envs[name]))
+        base = statistics.median(s for s, _, _ in results["json.loads of every line"])
+        base_cpu = statistics.median(c for _, c, _ in results["json.loads of every line"])
         for name, rows in results.items():
-            secs = statistics.median(s for s, _ in rows)
-            rss = statistics.median(r for _, r in rows)
-            print(f"  {name:26} median {secs:.2f} s ({secs / base:.2f}x baseline), "
-                  f"peak RSS {rss:.1f} MiB  [runs: {', '.join(f'{s:.2f}' for s, _ in rows)}]")
+            secs = statistics.median(s for s, _, _ in rows)
+            cpu = statistics.median(c for _, c, _ in rows)
+            rss = statistics.median(r for _, _, r in rows)
+            print(f"  {name:30} median {secs:.2f} s ({secs / base:.2f}x baseline), CPU "
+                  f"{cpu:.2f} s ({cpu / base_cpu:.2f}x), peak RSS {rss:.1f} MiB  "
+                  f"[wall: {', '.join(f'{s:.2f}' for s, _, _ in rows)}; "
+                  f"CPU: {', '.join(f'{c:.2f}' for _, c, _ in rows)}]")
         lags = follow_lag(env, log, args.lines)
         lags.sort()
         print(f"  runner logs -f: append -> rendered line, {len(lags)} lines: p50 "

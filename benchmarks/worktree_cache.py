@@ -1,6 +1,7 @@
 """Worktree from a warm cache vs a fresh clone, for a generated repository of 10k files.
 
-    python benchmarks/worktree_cache.py [--files 10000] [--runs 5] [--agent-user NAME]
+    python benchmarks/worktree_cache.py [--files 10000] [--commits 1] [--runs 5]
+                                        [--dir /dev/shm] [--agent-user NAME]
 
 Measures, per job: a plain ``git clone`` (what a runner without a cache would do), the
 runner's ``worktree.prepare`` with an empty cache (mirror clone + worktree) and with a
@@ -32,7 +33,31 @@ from runner import jobconfig, worktree  # noqa: E402
 from runner.settings import load_settings  # noqa: E402
 
 
-def make_repo(path: Path, files: int) -> str:
+def make_history(path: Path, files: int, commits: int) -> str:
+    """``files`` files in a first commit, then ``commits - 1`` commits of one changed file
+    each, by ``git fast-import`` (seconds, not minutes)."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    out = []
+    stamp = 1_700_000_000
+    for c in range(commits):
+        msg = f"commit {c}".encode()
+        out.append(b"commit refs/heads/main\n")
+        out.append(f"committer b <b@b> {stamp + c} +0000\n".encode())
+        out.append(b"data %d\n%s\n" % (len(msg), msg))
+        # (no "from": a commit to a branch of this stream goes on from its tip)
+        changed = range(files) if c == 0 else [c * 7919 % files]
+        for i in changed:
+            body = f"# module {i} v{c}\nVALUE = {i}\n".encode() + b"x = 1\n" * 20
+            out.append(f"M 100644 inline pkg{i // 100:03d}/mod{i % 100:03d}.py\n".encode())
+            out.append(b"data %d\n%s\n" % (len(body), body))
+    subprocess.run(["git", "-C", str(path), "fast-import", "--quiet"], input=b"".join(out), check=True)
+    subprocess.run(["git", "-C", str(path), "reset", "-q", "--hard"], check=True)
+    return f"file://{path}"
+
+
+def make_repo(path: Path, files: int, commits: int = 1) -> str:
+    if commits > 1:
+        return make_history(path, files, commits)
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
     for i in range(files):
         d = path / f"pkg{i // 100:03d}"
@@ -54,14 +79,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--commits", type=int, default=1, help="history depth (fast-import)")
+    ap.add_argument("--dir", default=None, help="where everything lives (e.g. /dev/shm: tmpfs)")
     ap.add_argument("--agent-user", default=None,
                     help="an existing user: also time the agent's own clone (needs root)")
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench-wt-"))
+    base = Path(tempfile.mkdtemp(prefix="bench-wt-", dir=args.dir))
     try:
         t0 = time.perf_counter()
-        url = make_repo(base / "origin", args.files)
-        print(f"generated {args.files} files in {time.perf_counter() - t0:.1f} s")
+        url = make_repo(base / "origin", args.files, args.commits)
+        print(f"generated {args.files} files, {args.commits} commits in {base} "
+              f"in {time.perf_counter() - t0:.1f} s")
         rows: dict[str, list[float]] = {k: [] for k in
                                         ("git clone (no cache)", "git clone --depth 1 (no cache)",
                                          "prepare, cold cache",
@@ -99,7 +127,7 @@ def main() -> None:
             shutil.rmtree(base / f"cache{run}")
         print(f"\n{platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
               f"{subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.strip()}")
-        print(f"{args.files} files, {args.runs} runs\n")
+        print(f"{args.files} files, {args.commits} commits, {args.runs} runs, under {base.parent}\n")
         print(f"| step | median s | min s | max s |\n|---|---:|---:|---:|")
         for name, values in rows.items():
             print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")

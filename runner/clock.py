@@ -26,18 +26,19 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _local() -> bool:
+def shown_local() -> bool:
+    """RUNNER_TIME_ZONE=local: times are shown in the machine's zone (else UTC)."""
     return (os.environ.get("RUNNER_TIME_ZONE") or "utc").strip().lower() == "local"
 
 
 def _shown(when: datetime) -> datetime:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone() if _local() else when.astimezone(timezone.utc)
+    return when.astimezone() if shown_local() else when.astimezone(timezone.utc)
 
 
 def _zone(when: datetime) -> str:
-    return when.strftime("%z") if _local() else "Z"
+    return when.strftime("%z") if shown_local() else "Z"
 
 
 def clock_time(when: datetime) -> str:

@@ -128,7 +128,10 @@ def plan(job: dict[str, Any], ws: Workspace, settings: Any, agent: Any, prompt: 
     is refused: for an attempt that goes on from an earlier one of this job (its own session
     when on this host, else a note of what it left; with a person's answer when it was
     blocked), or from an earlier job (config.continue_from), or neither."""
-    so_far = worktree.commits(ws, settings) if continuing else {}
+    first = ws.start_commit == ws.base_commit and not earlier_attempt(job, {})
+    # A first attempt starting at its base has no earlier commits to count (five git
+    # processes fewer before its agent starts).
+    so_far = worktree.commits(ws, settings) if continuing and not first else {}
     if continuing and earlier_attempt(job, so_far):
         question.remove_earlier(ws.path)  # only a question this run asks blocks it
         fresh = prompt + note(job, so_far)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from runner import dburl
 from runner.errors import RunnerError, SettingsError
-from runner.settings import libpq_dsn, load_secret_files
+from runner.lightsettings import libpq_dsn, load_secret_files
 
 SAY_EVERY_S = 10
 RETRY_EVERY_S = 2

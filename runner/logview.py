@@ -19,15 +19,19 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
-import psycopg
-
+from runner.contract import FINISHED
 from runner.errors import DatabaseUnavailable, RunnerError
-from runner.filewatch import FileWatch
+from runner.lightsettings import LogSettings
 from runner.render import Renderer
-from runner.schema import FINAL_STATUSES
-from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.settings import Settings
+
+# Light imports only (runner.lightsettings): psycopg, SQLAlchemy and pydantic are loaded
+# when the database is asked, which rendering a log that is on disk never needs.
+FINAL_STATUSES = tuple(s.value for s in FINISHED)
 
 _ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 _POLL_SECONDS = 0.2
@@ -38,7 +42,7 @@ _DRAIN_SECONDS = 0.5
 class _Status:
     """The job's status from the database, tolerant of it being absent or down."""
 
-    def __init__(self, settings: Settings, job_id: str) -> None:
+    def __init__(self, settings: LogSettings | Settings, job_id: str) -> None:
         self.settings, self.job_id = settings, job_id
         self.queue = None
 
@@ -52,8 +56,11 @@ class _Status:
         return self.queue is not None
 
     def get(self) -> str | None:
+        if not self._connected():
+            return None
+        import psycopg
         try:
-            return self.queue.job_status(self.job_id) if self._connected() else None
+            return self.queue.job_status(self.job_id)
         except DatabaseUnavailable:
             self.close()
             return None
@@ -73,11 +80,11 @@ class _Status:
             self.queue = None
 
 
-def jobs_dir(settings: Settings) -> Path:
+def jobs_dir(settings: LogSettings | Settings) -> Path:
     return settings.log_dir / "jobs"
 
 
-def find_job(settings: Settings, ref: str, status: _Status) -> str:
+def find_job(settings: LogSettings | Settings, ref: str, status: _Status) -> str:
     """The full job id for ``ref`` (an id, or an unambiguous prefix of one)."""
     ref = ref.strip().lower()
     if not _ID_PREFIX.match(ref):
@@ -107,7 +114,7 @@ def find_job(settings: Settings, ref: str, status: _Status) -> str:
     return found.pop()
 
 
-def log_path(settings: Settings, job_id: str) -> Path | None:
+def log_path(settings: LogSettings | Settings, job_id: str) -> Path | None:
     """The run log the job's link points at now (following links; .gz when compressed)."""
     directory = jobs_dir(settings)
     for link in (directory / f"{job_id}.log", directory / f"{job_id}.log.gz"):
@@ -140,6 +147,20 @@ class _Printer:
         if self.live:  # a whole log is written in big buffered blocks; a followed one at once
             sys.stdout.flush()
 
+    def lines(self, lines: Iterator[str]) -> None:
+        """A whole log: rendered lines written in blocks, not one write each."""
+        render = (lambda text: [text.rstrip("\n")]) if self.raw else self.renderer.line
+        write, block = sys.stdout.write, []
+        for text in lines:
+            block += render(text)
+            if len(block) >= 512:
+                block.append("")
+                write("\n".join(block))
+                block = []
+        if block:
+            block.append("")
+            write("\n".join(block))
+
     def closing(self) -> None:
         if not self.raw:
             for line in self.renderer.closing():
@@ -165,7 +186,7 @@ def _lines(fh: IO[str], pending: list[str]) -> Iterator[str]:
     yield from complete
 
 
-def show_logs(settings: Settings, ref: str, *, follow: bool = False, raw: bool = False) -> int:
+def show_logs(settings: LogSettings | Settings, ref: str, *, follow: bool = False, raw: bool = False) -> int:
     status = _Status(settings, "")
     try:
         job_id = find_job(settings, ref, status)
@@ -182,7 +203,7 @@ def show_logs(settings: Settings, ref: str, *, follow: bool = False, raw: bool =
         status.close()
 
 
-def _print(settings: Settings, job_id: str, status: _Status, printer: _Printer) -> int:
+def _print(settings: LogSettings | Settings, job_id: str, status: _Status, printer: _Printer) -> int:
     path = log_path(settings, job_id)
     if path is None:
         state = status.get()
@@ -191,14 +212,13 @@ def _print(settings: Settings, job_id: str, status: _Status, printer: _Printer) 
         why = f"its status is {state}" if state else "no such log"
         raise RunnerError(f"job {job_id} has no log in {jobs_dir(settings)} ({why})")
     with open_log(path) as fh:
-        for line in fh:
-            printer.line(line)
+        printer.lines(fh)
     printer.idle()
     printer.closing()
     return 0
 
 
-def _follow(settings: Settings, job_id: str, status: _Status, printer: _Printer) -> int:
+def _follow(settings: LogSettings | Settings, job_id: str, status: _Status, printer: _Printer) -> int:
     if not settings.has_database:
         print("runner logs: DATABASE_URL is not set; following until Ctrl-C", file=sys.stderr)
     path = log_path(settings, job_id)
@@ -211,6 +231,8 @@ def _follow(settings: Settings, job_id: str, status: _Status, printer: _Printer)
                 raise RunnerError(f"job {job_id} ended ({state}) without a log here")
             time.sleep(_STATUS_EVERY)
             path = log_path(settings, job_id)
+    from runner.filewatch import FileWatch  # ctypes: only to follow
+
     fh = open_log(path)
     watch = FileWatch(path)
     pending: list[str] = []

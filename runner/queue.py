@@ -144,6 +144,14 @@ class Queue:
             message = secrets.safe_text(_one_line(exc), 2000)
             raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
+    def _announced(self, name: str, **params: Any) -> bool:
+        """A status change of ours, durable on return: its own COMMIT does not wait for the
+        disk while it holds the notify lock (queries.sql, flush_wal); flush_wal's does."""
+        changed = bool(self._run(name, **params))
+        if changed:
+            self._run("flush_wal")
+        return changed
+
     # -- enqueue and operator actions -------------------------------------------------
 
     def enqueue(
@@ -248,9 +256,9 @@ class Queue:
         return None
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
-        return bool(self._run("mark_running", id=claim.id, token=claim.token,
-                              worker_id=self.worker_id, worktree_path=_safe(worktree_path),
-                              detail=_jsonb(detail)))
+        return self._announced("mark_running", id=claim.id, token=claim.token,
+                               worker_id=self.worker_id, worktree_path=_safe(worktree_path),
+                               detail=_jsonb(detail))
 
     def renew(self, claim: Claim, lease_seconds: float) -> dict[str, Any] | None:
         """Extend the lease; None when the claim is lost."""
@@ -272,22 +280,22 @@ class Queue:
                error: str | None = None, **detail: Any) -> bool:
         if error is not None:
             detail.setdefault("error", error)
-        return bool(self._run(
+        return self._announced(
             "finish", id=claim.id, token=claim.token, worker_id=self.worker_id, status=status,
             result=_jsonb(result) if result is not None else None, error=_safe(error),
             detail=_jsonb(detail),
-        ))
+        )
 
     def requeue(self, claim: Claim, *, event: str, reason: str, refund_attempt: bool,
                 run_after: datetime | None = None, result: dict[str, Any] | None = None,
                 keep_error: bool = True, **detail: Any) -> bool:
-        return bool(self._run(
+        return self._announced(
             "requeue", id=claim.id, token=claim.token, worker_id=self.worker_id, event=event,
             refund_attempt=refund_attempt, run_after=run_after,
             result=_jsonb(result) if result is not None else None,
             error=_safe(reason) if keep_error else None,
             detail=_jsonb({"reason": reason, **detail}),
-        ))
+        )
 
     def runner_faults(self, job_id: uuid.UUID) -> int:
         """How many times the runner failed on this job and handed it back."""

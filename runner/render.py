@@ -20,7 +20,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from runner.clock import clock_time
+from runner.clock import clock_time, shown_local
 from runner.jsonl import json_event
 
 # The width of the time column ("HH:MM:SSZ ") for lines without a time of their own.
@@ -31,6 +31,8 @@ _AGENT_LINE = re.compile(r"^\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] 
 _TEXT_MAX = 4000
 _ARG_MAX = 200
 _HIDDEN_KEYS = {"timestamp", "level", "event", "worker_id", "job_id", "exception"}
+
+_CLAUDE_KINDS = frozenset(("system", "assistant", "user", "result", "rate_limit_event", "stream_event"))
 
 # The argument that says what a tool call does, by tool name (Claude Code's tools).
 _KEY_ARG = {
@@ -50,8 +52,15 @@ def one_line(text: Any, limit: int = _ARG_MAX) -> str:
     return clip(" ".join(str(text).split()), limit)
 
 
+# The runner's own timestamps (structlog, UTC with Z): their time is the text's, no parsing.
+_UTC_STAMP = re.compile(r"\d{4}-\d\d-\d\dT((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.\d{1,6})?Z")
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def hhmmss(value: Any) -> str | None:
     """The time of an ISO timestamp as runner/clock.py shows it (18:20:01Z)."""
+    if isinstance(value, str) and (stamp := _UTC_STAMP.fullmatch(value)) and not shown_local():
+        return stamp[1] + "Z"
     try:
         return clock_time(datetime.fromisoformat(str(value)))
     except (ValueError, TypeError, OverflowError):
@@ -60,7 +69,7 @@ def hhmmss(value: Any) -> str | None:
 
 def kv(key: str, value: Any) -> str:
     if isinstance(value, str):
-        shown = value if value and not any(c.isspace() or c in "\"=" for c in value) \
+        shown = value if value and not _NEEDS_QUOTES.search(value) \
             else json.dumps(value, ensure_ascii=False)
     else:
         shown = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
@@ -109,8 +118,16 @@ class Renderer:
         self._was_delta = False
         self.warnings: list[str] = []  # repeated at the end of `runner logs`
 
+    @property
+    def agent(self) -> str:
+        return self._agent
+
+    @agent.setter
+    def agent(self, name: str) -> None:
+        self._agent, self._tag = name, f"{PAD}{name:<7} "
+
     def tag(self) -> str:
-        return f"{PAD}{self.agent:<7} "
+        return self._tag
 
     # -- entry points ------------------------------------------------------------------
 
@@ -119,7 +136,7 @@ class Renderer:
         self._was_delta = False
         out = []
         when = None
-        if (agent := _AGENT_LINE.match(raw)) is not None:
+        if raw[:1] == "[" and (agent := _AGENT_LINE.match(raw)) is not None:
             stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), agent.group(3)
             if stderr:
                 raw = f"[agent stderr] {raw}"
@@ -169,10 +186,13 @@ class Renderer:
 
     def agent_event(self, e: dict[str, Any]) -> list[str]:
         kind = str(e.get("type", "?"))
-        if kind in ("system", "assistant", "user", "result", "rate_limit_event", "stream_event") \
-                and (self.agent in ("agent", "claude") or "session_id" in e):
-            if self.agent == "agent":
+        if kind in _CLAUDE_KINDS and (self._agent in ("agent", "claude") or "session_id" in e):
+            if self._agent == "agent":
                 self.agent = "claude"
+            if kind == "assistant":  # the most frequent, first
+                return self._claude_assistant(e)
+            if kind == "user":
+                return self._claude_user(e)
             return self.claude(kind, e)
         if "." in kind or (kind == "error" and self.agent == "codex"):
             self.agent = "codex"

@@ -150,12 +150,11 @@ def _reason(exc: GitFailed, url: str) -> str:
 def _healthy(mirror: Path, settings: Settings) -> bool:
     if not (mirror / "HEAD").is_file() or not (mirror / "config").is_file():
         return False
-    proc = git("rev-parse", "--is-bare-repository", cwd=mirror, settings=settings, check=False)
-    if proc.returncode != 0 or proc.stdout.strip() != "true":
-        return False
-    proc = git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}",
-               cwd=mirror, settings=settings, check=False)
-    return proc.returncode == 0
+    # One git process for both questions (a bare repository; its origin/HEAD a commit):
+    # "true" then the commit, exit 0 only when the ref resolves.
+    proc = git("rev-parse", "--is-bare-repository", "--verify", "-q",
+               "refs/remotes/origin/HEAD^{commit}", cwd=mirror, settings=settings, check=False)
+    return proc.returncode == 0 and proc.stdout.split("\n", 1)[0].strip() == "true"
 
 
 def _clone(url: str, mirror: Path, settings: Settings) -> str:

@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from runner import pooler
 from runner.envtypes import Days, Hours, PositiveSeconds, Seconds
 from runner.errors import SettingsError
+# The parts a light command (`runner logs`, runner/lightsettings.py) needs without pydantic.
+from runner.lightsettings import (  # noqa: F401
+    SECRET_FILE_SETTINGS, DatabaseUrl, libpq_dsn, load_secret_files,
+)
 # The job config's vocabulary (runner/jobconfig.py), which the allowlists draw from.
 from runner.jobconfig import AGENTS, PERMISSION_MODES  # noqa: F401
 
@@ -39,7 +43,7 @@ def _packaged_rules() -> Path | None:
     return None
 
 
-class Settings(BaseSettings):
+class Settings(DatabaseUrl, BaseSettings):
     # Empty counts as unset: docker-compose's `VAR=` means "the default" (as for the supervisor).
     model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", frozen=True,
                                       env_ignore_empty=True)
@@ -183,15 +187,6 @@ class Settings(BaseSettings):
         return resolve(self.agent_user)
 
     @property
-    def has_database(self) -> bool:
-        return bool(self.database_url.get_secret_value())
-
-    @property
-    def dsn(self) -> str:
-        """The database URL in the form libpq understands (SQLAlchemy's prefix removed)."""
-        return libpq_dsn(self.database_url.get_secret_value())
-
-    @property
     def listen_dsn(self) -> str | None:
         """Where to LISTEN: the direct URL when given, else the database URL — unless that
         goes through a transaction-mode pooler, where a NOTIFY never arrives (None: poll)."""
@@ -230,13 +225,6 @@ def _only_known(value: list[str], known: tuple[str, ...], what: str) -> list[str
     return value
 
 
-def libpq_dsn(url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
-    return url
-
-
 def _env_name(field: str) -> str:
     # Errors name the field, or for aliased fields the alias that was looked up.
     if field.lower() in ("database_url", "runner_database_url"):
@@ -246,42 +234,6 @@ def _env_name(field: str) -> str:
 
 _SECRET_FIELDS = {"DATABASE_URL", "RUNNER_GIT_TOKEN", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_WEBHOOK_SECRET",
                   "RUNNER_WEBHOOK_URL"}
-
-# Secrets that may also come from a file named by NAME_FILE (the Docker secrets convention).
-SECRET_FILE_SETTINGS = ("DATABASE_URL", "RUNNER_LISTEN_DATABASE_URL", "RUNNER_GIT_TOKEN",
-                        "RUNNER_WEBHOOK_SECRET", "CLAUDE_CODE_OAUTH_TOKEN",
-                        "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY",
-                        "GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-
-def load_secret_files(env: "os._Environ[str] | dict[str, str] | None" = None) -> None:
-    """NAME_FILE → NAME, for each secret setting: the file's content, trailing newline
-    stripped, into this process's environment only (the agent's and git's environments are
-    built from allowlists, so the value reaches only what needs it). Errors name the
-    setting and the path, never the content."""
-    env = os.environ if env is None else env
-    problems = []
-    for name in SECRET_FILE_SETTINGS:
-        path = env.get(f"{name}_FILE")
-        if not path:
-            continue
-        if env.get(name):
-            problems.append(f"{name}_FILE: {name} is set as well; set only one of them")
-            continue
-        try:
-            with open(path, encoding="utf-8") as fh:
-                value = fh.read().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
-            problems.append(f"{name}_FILE: cannot read {path}: {why}")
-            continue
-        if not value.strip():
-            problems.append(f"{name}_FILE: the file {path} is empty")
-            continue
-        env[name] = value
-    if problems:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-
 
 def load_settings(*, database_optional: bool = False, **overrides: Any) -> Settings:
     """Read and validate the settings, or raise SettingsError naming each bad setting.

@@ -75,15 +75,15 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     with repo_cache.locked(mirror, settings):
         action = repo_cache.ensure_mirror(url, mirror, settings)
         try:
-            git("worktree", "prune", cwd=mirror, settings=settings)
+            # Stale worktree registrations are pruned by the sweep before each claim
+            # (runner/sweep.py), and here only when `worktree add` trips over one.
             base_commit = _resolve_base(mirror, base_ref, url, settings)
             start, base_commit = _claim_branch(mirror, branch, job_id, base_commit, push,
                                                continuing, settings)
             if own_clone:
                 git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
             else:
-                git("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), start,
-                    cwd=mirror, settings=settings)
+                _add_worktree(mirror, branch, work, start, settings)
             config = str(mirror / "config")
             git("config", "--file", config, "--", f"branch.{branch}.runnerjob", job_id)
             git("config", "--file", config, "--", f"branch.{branch}.runnercreated",
@@ -199,6 +199,17 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
 def _count(mirror: Path, spec: str, settings: Settings) -> int:
     out = git("rev-list", "--count", "--end-of-options", spec, cwd=mirror, settings=settings)
     return int(out.stdout.strip() or 0)
+
+
+def _add_worktree(mirror: Path, branch: str, work: Path, start: str, settings: Settings) -> None:
+    argv = ("worktree", "add", "--no-checkout", "-B", branch, "--", str(work), start)
+    try:
+        git(*argv, cwd=mirror, settings=settings)
+    except GitFailed:
+        # A registration left by a worktree removed behind git's back (a retried job's own
+        # path, or its branch): prune, then once more; a second failure is the real one.
+        git("worktree", "prune", cwd=mirror, settings=settings)
+        git(*argv, cwd=mirror, settings=settings)
 
 
 def _worktree_of(mirror: Path, branch: str, settings: Settings) -> str | None:

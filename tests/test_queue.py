@@ -1,5 +1,6 @@
 """The queue's statements on a real PostgreSQL: who gets which job, and who may write."""
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -150,3 +151,43 @@ def test_a_claim_is_visible_to_others_and_later_writes_stay_durable(queue, db_ur
     # Only the claim's own commit skips the flush: the session setting is untouched.
     assert queue.conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
     assert queue.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_status_change_is_flushed_to_disk_before_it_returns_and_still_announced(queue, db_url):
+    """mark_running, finish and requeue COMMIT without waiting for the disk (so their NOTIFY
+    does not hold PostgreSQL's notify lock through a flush); flush_wal makes them durable
+    before the method returns — and only when something changed."""
+    ran, written_up_to = [], {}
+    run = queue._run
+
+    def spy(name, **params):
+        rows = run(name, **params)
+        ran.append(name)
+        if name in ("mark_running", "finish", "requeue") and rows:
+            written_up_to[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
+        return rows
+
+    queue._run = spy
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN runner_jobs")
+        queue.enqueue(prompt="a")
+        queue.enqueue(prompt="b")
+        first = queue.claim(["default"], 60)
+        assert queue.mark_running(first, "/w")
+        assert queue.finish(first, "succeeded", result={})
+        second = queue.claim(["default"], 60)
+        assert queue.requeue(second, event="rolled_back", reason="r", refund_attempt=True)
+        flushed = listener.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+        assert not queue.finish(first, "failed")  # not ours any more: nothing changed
+        statuses = [json.loads(n.payload)["status"] for n in listener.notifies(timeout=1, stop_after=7)]
+    assert ran == ["enqueue", "enqueue", "claim", "mark_running", "flush_wal", "finish", "flush_wal",
+                   "claim", "requeue", "flush_wal", "finish"]
+    assert sorted(written_up_to) == ["finish", "mark_running", "requeue"]
+    for name, lsn in written_up_to.items():  # on disk when the method returned
+        assert int_lsn(flushed) >= int_lsn(lsn), name
+    assert statuses[-5:] == ["claimed", "running", "succeeded", "claimed", "queued"]
+
+
+def int_lsn(lsn: str) -> int:
+    high, low = str(lsn).split("/")
+    return (int(high, 16) << 32) + int(low, 16)

@@ -166,3 +166,36 @@ def test_local_time_is_shown_with_its_offset(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+@pytest.mark.parametrize("stamp", ["2026-03-04T05:06:07.000001Z", "2026-03-04T23:59:59Z",
+                                   "2026-03-04T05:06:07.5Z", "2026-03-04T24:00:00Z",
+                                   "2026-03-04T05:06:07+01:00", "not a time"])
+@pytest.mark.parametrize("zone", ["utc", "local"])
+def test_the_fast_path_for_utc_stamps_shows_what_the_clock_shows(stamp, zone, monkeypatch):
+    from datetime import datetime
+
+    from runner.clock import clock_time
+    from runner.render import hhmmss
+
+    monkeypatch.setenv("RUNNER_TIME_ZONE", zone)
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    try:
+        expected = clock_time(datetime.fromisoformat(stamp))
+    except ValueError:
+        expected = None
+    assert hhmmss(stamp) == expected
+
+
+@pytest.mark.parametrize("raw", ['{"a": 1}', '{"a": 1}   ', '{"a": 1} x', '{"a": 1}{"b": 2}',
+                                 '{"a": [1, 2', '{"a": NaN}', "{" * 100_000, '{"a": "\\ud800"}'])
+def test_a_line_is_an_object_exactly_when_json_loads_says_so(raw):
+    import json
+
+    from runner.render import _json_object
+
+    try:
+        expected = json.loads(raw)
+    except (ValueError, RecursionError):
+        expected = None
+    assert _json_object(raw) == expected

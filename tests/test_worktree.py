@@ -143,3 +143,25 @@ def test_job_without_repository_gets_an_empty_dir(queue, runner_env, tmp_path):
     row = queue.get(job["id"])
     assert row["status"] == "succeeded" and row["result"]["commits"]["count"] == 0
     assert not (tmp_path / "jobs" / str(job["id"])).exists()
+
+
+def test_a_registration_left_behind_gits_back_is_pruned_when_in_the_way(tmp_path):
+    """The sweep prunes stale registrations before each claim; prepare prunes only when
+    `worktree add` trips over one (here: the job's own directory removed by hand)."""
+    import shutil
+
+    from gitkit import settings
+
+    from runner import worktree
+
+    url = make_git_repo(tmp_path / "src", {"README.md": "hi\n"})
+    s = settings(tmp_path)
+    job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
+    first = worktree.prepare(job, s)
+    assert (first.path / "README.md").read_text() == "hi\n"
+    shutil.rmtree(first.job_dir)  # git still lists the worktree, and its branch as checked out
+    again = worktree.prepare(job, s)
+    assert again.path == first.path and (again.path / "README.md").read_text() == "hi\n"
+    listed = subprocess.run(["git", "-C", str(again.mirror), "worktree", "list", "--porcelain"],
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.count(f"worktree {again.path}") == 1

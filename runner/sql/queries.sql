@@ -155,8 +155,25 @@ SELECT id, %(worker_id)s, 'failed', jsonb_build_object('error', reason || ', so 
 FROM updated
 RETURNING job_id;
 
+-- name: flush_wal
+-- Status changes the runner makes (mark_running, finish, requeue) COMMIT without waiting
+-- for the disk (no_flush), and Queue then runs flush_wal, whose durable COMMIT flushes
+-- the WAL up to and including theirs before the runner acts on them. Why: a transaction
+-- that sent a NOTIFY (the status trigger's) holds PostgreSQL's global notify lock from
+-- its pre-commit until its commit is done, WAL flush included; so every announced commit
+-- waited for the disk one at a time. Now only the short commit is serialised, and the
+-- flushes (no NOTIFY) group-commit (docs/live.md, benchmarks/claim_throughput.py).
+-- The smallest durable transaction: a transactional logical-decoding message (an XID and
+-- one WAL record; no table, any role, any wal_level — txid_current() alone writes no WAL,
+-- and PostgreSQL does not wait for the disk at a COMMIT that wrote none). Its COMMIT waits
+-- for the WAL flush up to it, so every earlier COMMIT of this session is on disk when it
+-- returns. Logical decoding consumers see it with the prefix runner_flush, empty.
+SELECT pg_logical_emit_message(true, 'runner_flush', '') AS lsn;
+
 -- name: mark_running
-WITH updated AS (
+WITH no_flush AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), updated AS (
     UPDATE jobs
     SET status = 'running', started_at = now(), worktree_path = %(worktree_path)s,
         updated_at = now()
@@ -164,7 +181,7 @@ WITH updated AS (
     RETURNING id
 )
 INSERT INTO job_events (job_id, worker_id, event, detail)
-SELECT id, %(worker_id)s, 'running', %(detail)s FROM updated
+SELECT id, %(worker_id)s, 'running', %(detail)s FROM updated, no_flush
 RETURNING job_id;
 
 -- name: renew_lease
@@ -199,7 +216,9 @@ FROM updated;
 
 -- name: finish
 -- A recorded end: succeeded, failed, blocked or cancelled.
-WITH updated AS (
+WITH no_flush AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), updated AS (
     UPDATE jobs
     SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = now(),
         claim_token = NULL, lease_until = NULL, updated_at = now()
@@ -207,13 +226,15 @@ WITH updated AS (
     RETURNING id, status
 )
 INSERT INTO job_events (job_id, worker_id, event, detail)
-SELECT id, %(worker_id)s, status, %(detail)s FROM updated
+SELECT id, %(worker_id)s, status, %(detail)s FROM updated, no_flush
 RETURNING job_id;
 
 -- name: requeue
 -- Back to the queue under our own claim: a rollback (crash, SIGTERM, token expiry, usage
 -- limit — refund_attempt gives the attempt back) or a retry after a backoff.
-WITH updated AS (
+WITH no_flush AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), updated AS (
     UPDATE jobs
     SET status = 'queued',
         attempts = CASE WHEN %(refund_attempt)s THEN greatest(attempts - 1, 0) ELSE attempts END,
@@ -227,7 +248,7 @@ WITH updated AS (
 INSERT INTO job_events (job_id, worker_id, event, detail)
 SELECT id, %(worker_id)s, %(event)s,
        %(detail)s || jsonb_build_object('attempts', attempts, 'run_after', run_after)
-FROM updated
+FROM updated, no_flush
 RETURNING job_id;
 
 -- name: request_cancel
@@ -301,8 +322,13 @@ LIMIT %(limit)s;
 SELECT id, at, worker_id, event, detail FROM job_events WHERE job_id = %(id)s ORDER BY id;
 
 -- name: worker_seen
+-- Presence is not worth a WAL flush: its COMMIT does not wait for the disk (lost in a
+-- server crash, the next one rewrites it). "running" is said between the claim and the
+-- agent's start, where a flush would be on the path (benchmarks/agent_start.py).
 INSERT INTO workers (id, host, pid, version, state, current_job, queues, last_seen_at, started_at)
-VALUES (%(id)s, %(host)s, %(pid)s, %(version)s, %(state)s, %(current_job)s, %(queues)s, now(), now())
+SELECT %(id)s::text, %(host)s::text, %(pid)s::int, %(version)s::text, %(state)s::text,
+       %(current_job)s::uuid, %(queues)s::jsonb, now(), now()
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush
 ON CONFLICT (id) DO UPDATE
 SET host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
     state = EXCLUDED.state, current_job = EXCLUDED.current_job, queues = EXCLUDED.queues,
