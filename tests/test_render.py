@@ -192,7 +192,7 @@ def test_the_fast_path_for_utc_stamps_shows_what_the_clock_shows(stamp, zone, mo
 def test_a_line_is_an_object_exactly_when_json_loads_says_so(raw):
     import json
 
-    from runner.render import _json_object
+    from runner.jsonl import json_event as _json_object
 
     try:
         expected = json.loads(raw)

@@ -153,14 +153,15 @@ def test_a_registration_left_behind_gits_back_is_pruned_when_in_the_way(tmp_path
     from gitkit import settings
 
     from runner import worktree
+    from runner.jobconfig import parse
 
     url = make_git_repo(tmp_path / "src", {"README.md": "hi\n"})
     s = settings(tmp_path)
     job = {"id": uuid.uuid4(), "repo_url": url, "config": {}}
-    first = worktree.prepare(job, s)
+    first = worktree.prepare(job, parse({}), s)
     assert (first.path / "README.md").read_text() == "hi\n"
     shutil.rmtree(first.job_dir)  # git still lists the worktree, and its branch as checked out
-    again = worktree.prepare(job, s)
+    again = worktree.prepare(job, parse({}), s)
     assert again.path == first.path and (again.path / "README.md").read_text() == "hi\n"
     listed = subprocess.run(["git", "-C", str(again.mirror), "worktree", "list", "--porcelain"],
                             capture_output=True, text=True, check=True).stdout
