@@ -205,17 +205,36 @@ class Queue:
         return bool(self._run("resume_queue", queue=queue))
 
     def pauses(self) -> list[dict[str, Any]]:
-        """The queues paused now (a pause whose time ran out is over)."""
+        """The queues paused now, by an operator (agent None) or for one agent by the
+        model API's overloads (runner/guard.py); a pause whose time ran out is over."""
         return self._run("active_pauses")
+
+    # -- the guard against the model API's overloads (runner/guard.py) -----------------
+
+    def guard_strike(self, queue: str, agent: str, error: str,
+                     window_seconds: float) -> dict[str, Any]:
+        return self._run("guard_strike", queue=queue, agent=agent, error=_safe(error),
+                         window_seconds=window_seconds)[0]
+
+    def guard_trip(self, queue: str, agent: str, seconds: float) -> dict[str, Any] | None:
+        rows = self._run("guard_trip", queue=queue, agent=agent, seconds=seconds)
+        return rows[0] if rows else None
+
+    def guard_clear(self, queue: str, agent: str) -> bool:
+        return bool(self._run("guard_clear", queue=queue, agent=agent))
+
+    def guard_states(self) -> list[dict[str, Any]]:
+        return self._run("guard_states")
 
     def fail_dependents(self) -> list[uuid.UUID]:
         """End failed the queued jobs whose dependency failed, was cancelled or is gone."""
         return [r["job_id"] for r in self._run("fail_dependents", worker_id=self.worker_id)]
 
     def claim(self, queues: list[str], lease_seconds: float,
-              limits: dict[str, int] | None = None) -> Claim | None:
+              limits: dict[str, int] | None = None, default_agent: str = "claude") -> Claim | None:
         """One job, or None when none is claimable now. ``limits``: the operator's
-        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS).
+        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS); ``default_agent``: the
+        agent of a job whose config names none (for the guard's pauses, runner/guard.py).
 
         The claim's COMMIT does not wait for the disk (synchronous_commit off for that one
         transaction, in the statement itself: no extra round trip). It is the one write
@@ -225,7 +244,7 @@ class Queue:
         for _ in range(CLAIM_RACE_RETRIES):
             row = self._run("claim", queues=list(queues), worker_id=self.worker_id,
                             pid=os.getpid(), lease_seconds=lease_seconds,
-                            limits=Jsonb(limits or {}))[0]
+                            limits=Jsonb(limits or {}), default_agent=default_agent)[0]
             candidates = row.pop("candidates")
             if row["id"] is not None:
                 return Claim(row)

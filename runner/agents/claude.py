@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner import budget
+from runner import budget, guard
 from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
                                 base_env, from_runner_env, json_event)
@@ -119,6 +119,10 @@ def claude_env(ctx: RunContext) -> dict[str, str]:
         sessions = config_dir(ctx.job_dir)
         sessions.mkdir(mode=0o700, parents=True, exist_ok=True)
         env["CLAUDE_CONFIG_DIR"] = str(sessions)
+    if ctx.settings.claude_max_retries is not None:
+        # The CLI's own retries of an overloaded API (the runner's guard counts the runs
+        # that still fail after them); CLAUDE_CODE_MAX_RETRIES in the runner's env wins.
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(ctx.settings.claude_max_retries)
     from_runner_env(env, "ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "IS_SANDBOX")
     env["DISABLE_AUTOUPDATER"] = "1"
     if ctx.settings.claude_disable_nonessential_traffic:
@@ -202,6 +206,10 @@ class ClaudeReader(StreamReader):
         if subtype == "error_max_budget_usd":
             return Outcome(Verdict.RETRY, result=result,
                            reason=f"the agent reached its spending budget ({detail or 'error_max_budget_usd'})")
+        if guard.overloaded(status) or res.get("api_error_type") == "overloaded_error":
+            # Not the job's fault: handed back refunded, and counted by runner/guard.py.
+            return Outcome(Verdict.OVERLOADED, result=result,
+                           reason=f"the Claude API is overloaded (HTTP {status}): {detail}")
         if status:
             return Outcome(Verdict.RETRY, result=result,
                            reason=f"the Claude API failed with HTTP {status}: {detail}")
@@ -218,10 +226,13 @@ class ClaudeReader(StreamReader):
             return Outcome(Verdict.USAGE_LIMIT, result=result, reset_at=reset_time(said),
                            reason=f"Claude usage limit reached: {said}")
         reason = f"Claude Code exited with code {run.exit_code} without a result"
+        verdict = Verdict.RETRY
         if self.retries:
             last = self.retries[-1]
             reason += f" after {len(self.retries)} API retries (last: HTTP {last.get('error_status')} {last.get('error')})"
-        return Outcome(Verdict.RETRY, result=result, reason=reason + (f": {said}" if said else ""))
+            if guard.overloaded(last.get("error_status")):
+                verdict = Verdict.OVERLOADED
+        return Outcome(verdict, result=result, reason=reason + (f": {said}" if said else ""))
 
     def _result(self, exit_code: int | None) -> dict[str, Any]:
         res = self.result or {}

@@ -87,6 +87,10 @@ WITH no_flush AS MATERIALIZED (
       AND j.queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q
                               WHERE NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = q
                                                 AND (p.until IS NULL OR p.until > now()))))
+      -- nor a job whose agent the model API's overloads paused on its queue (runner/guard.py)
+      AND NOT EXISTS (SELECT 1 FROM agent_pauses g
+                      WHERE g.queue = j.queue AND g.until > now()
+                        AND g.agent = coalesce(j.config ->> 'agent', %(default_agent)s))
       AND (j.depends_on IS NULL OR
            (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
                = cardinality(j.depends_on))
@@ -407,9 +411,52 @@ SET until = EXCLUDED.until, reason = EXCLUDED.reason, paused_by = EXCLUDED.pause
 RETURNING queue, until, reason, paused_by, paused_at;
 
 -- name: resume_queue
-DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue;
+-- The operator's pause and the automatic ones of the queue's agents (runner/guard.py).
+WITH operator AS (
+    DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue
+), automatic AS (
+    DELETE FROM agent_pauses WHERE queue = %(queue)s AND until > now() RETURNING queue
+)
+SELECT queue FROM operator UNION ALL SELECT queue FROM automatic;
 
 -- name: active_pauses
-SELECT queue, until, reason, paused_by, paused_at FROM queue_pauses
+-- Both kinds: an operator's (agent NULL) and the model API's overloads (per agent).
+SELECT queue, NULL::text AS agent, until, reason, paused_by, paused_at FROM queue_pauses
 WHERE until IS NULL OR until > now()
-ORDER BY queue;
+UNION ALL
+SELECT queue, agent, until, last_error AS reason, 'runner: the model API is overloaded' AS paused_by,
+       updated_at AS paused_at
+FROM agent_pauses WHERE until > now()
+ORDER BY queue, agent NULLS FIRST;
+
+-- name: guard_strike
+-- One run of `agent` on `queue` ended with the model API overloaded (runner/guard.py):
+-- counted in the current window, or the first of a new one once the window is over.
+INSERT INTO agent_pauses AS g (queue, agent, strikes, window_started_at, last_error)
+VALUES (%(queue)s, %(agent)s, 1, now(), %(error)s)
+ON CONFLICT (queue, agent) DO UPDATE
+SET strikes = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
+                   THEN g.strikes + 1 ELSE 1 END,
+    window_started_at = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
+                             THEN g.window_started_at ELSE now() END,
+    last_error = EXCLUDED.last_error, updated_at = now()
+RETURNING strikes, pauses, until, coalesce(until > now(), false) AS paused;
+
+-- name: guard_trip
+-- Pause the agent on the queue for `seconds`, unless a pause is on already (another
+-- worker's strike tripped it first: the row's newest version is re-checked after its lock).
+UPDATE agent_pauses
+SET until = now() + make_interval(secs => %(seconds)s), pauses = pauses + 1, strikes = 0,
+    window_started_at = now(), updated_at = now()
+WHERE queue = %(queue)s AND agent = %(agent)s AND (until IS NULL OR until <= now())
+RETURNING until, pauses;
+
+-- name: guard_clear
+-- A run of the agent on the queue got its answers from the model API: the guard is lifted.
+DELETE FROM agent_pauses WHERE queue = %(queue)s AND agent = %(agent)s RETURNING pauses;
+
+-- name: guard_states
+-- Every guard row, paused or counting (runner health, docs/operations.md).
+SELECT queue, agent, strikes, window_started_at, pauses, until, coalesce(until > now(), false) AS paused,
+       last_error, updated_at
+FROM agent_pauses ORDER BY queue, agent;
