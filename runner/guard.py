@@ -5,8 +5,9 @@ retries: ``Verdict.OVERLOADED``) is not the job's fault: it goes back to the que
 its attempt refunded (``outcome.ENDINGS``), and it counts one strike against its (queue,
 agent) in ``agent_pauses``. ``RUNNER_OVERLOAD_THRESHOLD`` strikes within
 ``RUNNER_OVERLOAD_WINDOW_SECONDS`` pause that agent on that queue for every worker — the
-claim leaves its jobs out — for ``RUNNER_OVERLOAD_PAUSE_SECONDS``; the jobs that hit it
-wait for the pause's end.
+claim leaves its jobs out — for ``RUNNER_OVERLOAD_PAUSE_SECONDS``. The jobs that hit it
+are queued as they were (no run_after of their own): lifted early by ``runner resume``,
+the pause leaves nothing behind to wait for.
 
 When the pause is over, jobs are claimed again and the first to end decides, like a
 circuit breaker's half-open state: a run that got its answers (succeeded or blocked)
@@ -43,9 +44,9 @@ def overloaded(status: Any) -> bool:
 
 def after_run(queue: Queue, settings: Settings, job: dict[str, Any], agent: str | None,
               outcome: Outcome) -> datetime | None:
-    """Count what one run says about the model API. Returns the end of the pause the job
-    should wait for (an overloaded run that tripped the guard, or ran into a pause).
-    A fault here never costs the job's recording: it is logged, and None returned."""
+    """Count what one run says about the model API; the end of the pause it tripped or
+    ran into, if any. A fault here never costs the job's recording: it is logged, and
+    None returned."""
     if agent is None or outcome.verdict is Verdict.LEASE_LOST:
         return None
     try:

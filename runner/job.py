@@ -256,9 +256,10 @@ class JobRun:
         v = outcome.verdict
         ending = ENDINGS[v]  # what each verdict writes, refunds and exits with: one table
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
-        # What the run says about the model API: the fleet's pause (runner/guard.py).
-        paused_until = guard.after_run(self.queue, self.settings, self.job,
-                                       getattr(self, "agent_name", None), outcome)
+        # What the run says about the model API: the fleet's pause (runner/guard.py). The
+        # pause keeps its jobs from the claim; they need no run_after of their own.
+        guard.after_run(self.queue, self.settings, self.job, getattr(self, "agent_name", None),
+                        outcome)
         try:
             if ending.action is Action.FINISH:
                 self._finish(v.value, outcome)
@@ -272,8 +273,6 @@ class JobRun:
                 if v is Verdict.USAGE_LIMIT:
                     run_after = outcome.reset_at or datetime.now(timezone.utc) + timedelta(hours=1)
                     state.set_usage_limit_reset(self.settings.state_dir, run_after)
-                elif v is Verdict.OVERLOADED:
-                    run_after = paused_until  # the fleet's pause, when this run tripped one
                 self._hand_back(outcome.reason or v.value.replace("_", " "), refund=ending.refund,
                                 run_after=run_after, result=outcome.result)
             return ending.exit
