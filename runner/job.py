@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from runner import (budget, clone, continuation, gates, guard, jobconfig, leftovers, logs,
-                    progress, push, retry, state, verify, worktree)
+                    progress, push, retry, state, structured, verify, worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
@@ -152,7 +152,9 @@ class JobRun:
                     state.clear_agent(state_dir, self.settings.worker_id)
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                          seconds=round(result.seconds, 2))
-                return self._outcome(result, reader, timeout)
+                # With config.output_schema, success needs an answer that matches it.
+                return structured.check(self._outcome(result, reader, timeout),
+                                        config.output_schema, reader)
 
             outcome = run(command)
             if resume is not None and continuation.resume_refused(outcome) and should_stop() is None:

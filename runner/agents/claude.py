@@ -7,6 +7,7 @@ a rate limit may be exit 0): the final ``result`` event, ``system/api_retry`` ev
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, Stre
 from runner.agents.limits import from_epoch, reset_time
 from runner.render import permission_warnings
 from runner.outcome import EarlyStop, Outcome, Verdict
+from runner.structured import MISSING
 
 # A rejected or expired credential, in the words Claude Code uses for it.
 AUTH_TEXT = re.compile(
@@ -69,6 +71,10 @@ class ClaudeAgent(Agent):
         argv.append("--strict-mcp-config")
         if config.max_turns is not None:
             argv += ["--max-turns", str(config.max_turns)]
+        if config.output_schema is not None:
+            # The CLI adds a StructuredOutput tool; its answer is the result's structured_output
+            # (checked again by runner/structured.py). At most 64 KiB: fits one argument.
+            argv += ["--json-schema", json.dumps(config.output_schema, separators=(",", ":"))]
         if config.effort:
             argv += ["--effort", config.effort]
         # The CLI stops itself at the dollar budget (it knows the prices); the runner's
@@ -138,6 +144,7 @@ class ClaudeReader(StreamReader):
         self.retries: list[dict[str, Any]] = []
         self.rate_limit: dict[str, Any] | None = None
         self.other_stdout: list[str] = []
+        self.structured_output: Any = MISSING
         # Usage per assistant message id, as the stream reports it (a message's events repeat
         # its usage): added up, it is what was spent even when no result event ever comes.
         self.message_usage: dict[str, dict[str, int]] = {}
@@ -178,6 +185,8 @@ class ClaudeReader(StreamReader):
         elif kind == "result":
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
+            # With --json-schema: the agent's answer (absent when it gave none).
+            self.structured_output = event.get("structured_output", MISSING)
 
     def finished(self) -> bool:
         return self.result is not None

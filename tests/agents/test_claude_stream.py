@@ -23,6 +23,9 @@ CASES = {
     "permission_denied": (Verdict.SUCCEEDED, False, None),
     "rate_limit_warning_200": (Verdict.SUCCEEDED, False, None),
     "rate_limit_warning_oauth_200": (Verdict.SUCCEEDED, False, None),
+    # The reader's own verdict; runner/structured.py then checks the answer (test_structured.py).
+    "structured_output_ok": (Verdict.SUCCEEDED, False, None),
+    "structured_output_invalid": (Verdict.SUCCEEDED, False, None),
     "auth_401": (Verdict.TOKEN_EXPIRED, True, "HTTP 401 authentication_failed"),
     "auth_401_first_retry": (Verdict.TOKEN_EXPIRED, True, "first retry"),
     "auth_401_oauth": (Verdict.TOKEN_EXPIRED, True, "credentials were rejected"),
