@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 
 from runner import __version__, pooler, secrets
-from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, DedupeKeyTaken
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 # The channel the jobs trigger announces on (set in the first migration). Defined here,
@@ -179,7 +179,21 @@ class Queue:
         return rows[0]["status"] if rows else None
 
     def retry(self, job_id: uuid.UUID | str, by: str = "operator") -> bool:
-        return bool(self._run("retry", id=job_id, worker_id=None, by=by))
+        """Send a failed, cancelled or blocked job round again; False when it is none of
+        those. ``DedupeKeyTaken`` names the unfinished job that holds its dedupe_key."""
+        try:
+            return bool(self._run("retry", id=job_id, worker_id=None, by=by))
+        except DatabaseWriteFailed as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            holder = self._run("dedupe_key_holder", id=job_id)
+            if not holder:  # the holder finished meanwhile: the caller may try again
+                raise
+            h = holder[0]
+            raise DedupeKeyTaken(
+                f"job {job_id} cannot be retried: its dedupe_key {h['dedupe_key']!r} is held by "
+                f"job {h['id']}, which is {h['status']}; retry it once that job has finished "
+                f"(or cancel that one)") from None
 
     def get(self, job_id: uuid.UUID | str) -> dict[str, Any] | None:
         rows = self._run("get_job", id=job_id)

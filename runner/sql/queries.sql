@@ -268,6 +268,14 @@ INSERT INTO job_events (job_id, worker_id, event, detail)
 SELECT id, %(worker_id)s::text, 'retried', jsonb_build_object('by', %(by)s::text) FROM updated
 RETURNING job_id;
 
+-- name: dedupe_key_holder
+-- The unfinished job that holds the dedupe_key of job `id` (why `retry` was refused).
+SELECT o.id, o.status, o.dedupe_key FROM jobs j
+JOIN jobs o ON o.dedupe_key = j.dedupe_key AND o.id <> j.id
+           AND o.status IN ('queued', 'claimed', 'running')
+WHERE j.id = %(id)s
+LIMIT 1;
+
 -- name: prune_finished
 -- Keeps the hot table small: finished jobs older than the retention go, with their
 -- events (ON DELETE CASCADE). In batches, skipping rows someone else is touching.
