@@ -61,7 +61,8 @@ RETURNING job_id;
 
 -- name: claim
 -- One statement: pick the first queued job in (priority DESC, created_at, id) order that
--- is due and in one of our queues, skipping rows another worker is claiming right now;
+-- is due and in one of our queues (not paused, nor paused for its agent by the guard),
+-- skipping rows another worker is claiming right now;
 -- whose dependencies have all succeeded; and, for a job with a concurrency key, that is
 -- its key's oldest queued job while the key has a free slot.
 --
