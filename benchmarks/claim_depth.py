@@ -77,7 +77,7 @@ def claims(url: str, n: int) -> tuple[list[float], list[float], list[float]]:
 
 def explain(url: str) -> str:
     params = {"queues": ["default"], "worker_id": "bench-explain", "pid": 0, "lease_seconds": 300,
-              "limits": "{}"}
+              "limits": "{}", "default_agent": "claude"}
     with psycopg.connect(url) as conn:  # not autocommit: rolled back below
         rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + queries()["claim"], params).fetchall()
         conn.rollback()

@@ -83,7 +83,7 @@ def claims(url: str, n: int, busy: int, keys: int | None, long_first: bool) -> l
 
 def explain(url: str) -> str:
     params = {"queues": ["default"], "worker_id": "bench-explain", "pid": 0,
-              "lease_seconds": 300, "limits": "{}"}
+              "lease_seconds": 300, "limits": "{}", "default_agent": "claude"}
     with psycopg.connect(url) as conn:  # rolled back below
         rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + queries()["claim"], params).fetchall()
         conn.rollback()

@@ -234,7 +234,8 @@ def _print_pauses(pauses: list[dict[str, Any]]) -> None:
     for p in pauses:
         until = f"until {_fmt(p['until'])}" if p["until"] else "until resumed"
         why = f": {p['reason']}" if p["reason"] else ""
-        print(f"queue {p['queue']!r} is paused {until} (by {p['paused_by']}){why}")
+        scope = f" for agent {p['agent']!r}" if p.get("agent") else ""
+        print(f"queue {p['queue']!r} is paused{scope} {until} (by {p['paused_by']}){why}")
 
 
 @command("pause")

@@ -66,6 +66,10 @@ class DatabaseWriteFailed(IterationError):
     """The database refused a write of the runner's; the claim is handed back."""
 
 
+class DedupeKeyTaken(RunnerError):
+    """The job cannot be sent round again: another unfinished job holds its dedupe_key."""
+
+
 class ClaimLost(RunnerError):
     """This worker no longer holds the job's claim (its lease expired and another worker
     took it, or it was finished elsewhere); nothing more may be written for it."""

@@ -5,8 +5,11 @@ every 30 s) and writes the ``UNHEALTHY`` / ``TOKEN_EXPIRED`` markers. The report
 state file's fields plus computed ones: ``healthy``, ``reasons``, ``markers`` (name →
 text), ``stale`` and ``state_age_seconds``. Unhealthy when a marker exists, when
 state.json is missing or unreadable, or when its ``updated_at`` is older than
-RUNNER_HEALTH_STALE_SECONDS. The database is not consulted: a health check must answer
-when the database is down (that is the supervisor's business, and UNHEALTHY says it).
+RUNNER_HEALTH_STALE_SECONDS. The verdict never consults the database: a health check must
+answer when the database is down (that is the supervisor's business, and UNHEALTHY says
+it). ``runner health`` adds, best effort, the queue pauses in force (``pauses``: an
+operator's, and the guard's against an overloaded model API, runner/guard.py) — a paused
+queue does not make a worker unhealthy.
 
 ``runner health --serve`` serves the same over HTTP (runner/healthserver.py).
 """
@@ -86,5 +89,20 @@ def report(state_dir: Path, stale_seconds: float, now: datetime | None = None) -
 def check(settings: Settings) -> int:
     """``runner health``: print the report; 0 when healthy, 1 otherwise."""
     rep = report(settings.state_dir, settings.health_stale_seconds)
+    rep["pauses"] = pauses(settings)
     print(json.dumps(rep, indent=2, sort_keys=True, default=str))
     return 0 if rep["healthy"] else 1
+
+
+def pauses(settings: Settings) -> list[dict[str, Any]] | str:
+    """The pauses in force, or why they could not be read (never raises)."""
+    if not settings.has_database:
+        return "DATABASE_URL is not set"
+    from runner.queue import Queue, connect
+    try:
+        conn = connect(settings.dsn, "health", settings.worker_id, connect_timeout=3,
+                       options="-c statement_timeout=5000")
+        with Queue(conn, settings.worker_id) as q:
+            return q.pauses()
+    except Exception as exc:  # the database down: the health verdict does not depend on it
+        return f"the pauses could not be read: {' '.join(str(exc).split())}"

@@ -16,8 +16,9 @@ from typing import Any
 
 import structlog
 
-from runner import (budget, clone, continuation, continue_from, gates, jobconfig,
-                    leftovers, logs, progress, push, question, retry, state, verify, worktree)
+from runner import (budget, clone, continuation, continue_from, gates, guard, jobconfig,
+                    leftovers, logs, progress, push, question, retry, state, structured, verify,
+                    worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
@@ -155,7 +156,9 @@ class JobRun:
                     state.clear_agent(state_dir, self.settings.worker_id)
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                          seconds=round(result.seconds, 2))
-                return self._outcome(result, reader, timeout)
+                # With config.output_schema, success needs an answer that matches it.
+                return structured.check(self._outcome(result, reader, timeout),
+                                        config.output_schema, reader)
 
             outcome = run(command)
             if resume is not None and continuation.resume_refused(outcome) and should_stop() is None:
@@ -242,6 +245,10 @@ class JobRun:
         v = outcome.verdict
         ending = ENDINGS[v]  # what each verdict writes, refunds and exits with: one table
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
+        # What the run says about the model API: the fleet's pause (runner/guard.py). The
+        # pause keeps its jobs from the claim; they need no run_after of their own.
+        guard.after_run(self.queue, self.settings, self.job, getattr(self, "agent_name", None),
+                        outcome)
         try:
             if ending.action is Action.FINISH:
                 self._finish(v.value, outcome)

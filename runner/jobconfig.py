@@ -69,15 +69,19 @@ class AgentKeys:
     unsupported: tuple[str, ...] = ()
 
 
-# stub and command run no vendor CLI: the agent keys mean nothing to them.
+# stub and command run no vendor CLI: the agent keys mean nothing to them, and an output
+# schema could never be met.
 AGENT_KEYS: dict[str, AgentKeys] = {
     "claude": AgentKeys(PERMISSION_MODES, CLAUDE_EFFORTS),
     # permission_mode → codex sandbox; gemini → --approval-mode (runner/agents/*.py).
     "codex": AgentKeys(("plan", "default", "acceptEdits", "bypassPermissions"), CODEX_EFFORTS,
                        ("allowed_tools", "disallowed_tools", "max_turns", "mcp_config")),
+    # Gemini's CLI has no structured output (docs/agents.md).
     "gemini": AgentKeys(("default", "acceptEdits", "bypassPermissions", "plan"), None,
-                        ("allowed_tools", "disallowed_tools", "effort", "max_turns", "mcp_config")),
-    "stub": AgentKeys(), "command": AgentKeys(),
+                        ("allowed_tools", "disallowed_tools", "effort", "max_turns", "mcp_config",
+                         "output_schema")),
+    "stub": AgentKeys(unsupported=("output_schema",)),
+    "command": AgentKeys(unsupported=("output_schema",)),
 }
 
 
@@ -172,7 +176,7 @@ def _output_schema(value: Any) -> Any:
         return None
     if not isinstance(value, dict):
         raise Sentence(f"config.output_schema must be a JSON Schema object, got {type(value).__name__}")
-    # The shape only: the agent's CLI checks the schema itself when it is given one.
+    # Checked as a JSON Schema here; the answer is checked against it by runner/structured.py.
     kind = value.get("type", "object")
     kinds = kind if isinstance(kind, list) else [kind]
     if not kinds or any(k not in _JSON_TYPES for k in kinds):
@@ -180,6 +184,9 @@ def _output_schema(value: Any) -> Any:
                        f"of {', '.join(_JSON_TYPES)}")
     if len(json.dumps(value)) > MAX_MCP_CONFIG_BYTES:
         raise Sentence(f"config.output_schema is larger than {MAX_MCP_CONFIG_BYTES} bytes")
+    from runner.structured import schema_problem  # jsonschema, only for a job that has one
+    if (problem := schema_problem(value)) is not None:
+        raise Sentence(f"config.output_schema is not a valid JSON Schema: {problem}")
     return value
 
 

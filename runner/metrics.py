@@ -180,8 +180,9 @@ def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None
                [({"queue": q, "status": s}, n)
                 for q, by_status in sorted(per_queue.items()) for s, n in by_status.items()])
     exp.family("runner_queue_paused", "gauge",
-               "1 for each queue paused now (runner pause): no worker claims from it",
-               [({"queue": p["queue"]}, 1) for p in pauses])
+               "1 for each queue paused now: by an operator (runner pause, agent \"\"), or for "
+               "one agent by the model API's overloads (runner/guard.py); no worker claims from it",
+               [({"queue": p["queue"], "agent": p["agent"] or ""}, 1) for p in pauses])
     if worker_id:
         exp.family("runner_worker_job_events_total", "counter",
                    "Job events written by this worker (claimed, succeeded, failed, rolled_back …)",

@@ -115,7 +115,8 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
             failed = queue.fail_dependents()
             if failed:
                 log.info("dependents_failed", jobs=[str(j) for j in failed])
-        return queue.claim(settings.queues, settings.lease_seconds, settings.concurrency_limits)
+        return queue.claim(settings.queues, settings.lease_seconds, settings.concurrency_limits,
+                           settings.default_agent)
 
     listener: Listener
     if settings.listen_dsn is None:

@@ -25,6 +25,8 @@ class Verdict(str, Enum):
     USAGE_LIMIT = "usage_limit"  # usage limit: rollback until the reset, refunded, exit 4
     LEASE_LOST = "lease_lost"    # someone else owns the job now: write nothing
     SHUTDOWN = "shutdown"        # SIGTERM/SIGINT: rollback, refunded, exit 143
+    OVERLOADED = "overloaded"    # the model API answered 429/529/5xx: rollback, refunded,
+    #                              counted by the guard that pauses the fleet (runner/guard.py)
 
 
 @dataclass
@@ -98,4 +100,5 @@ ENDINGS: dict[Verdict, Ending] = {
     Verdict.TOKEN_EXPIRED: Ending(Action.HAND_BACK, True, Exit.TOKEN_EXPIRED, "rolled_back"),
     Verdict.USAGE_LIMIT: Ending(Action.HAND_BACK, True, Exit.USAGE_LIMIT, "rolled_back"),
     Verdict.SHUTDOWN: Ending(Action.HAND_BACK, True, Exit.STOPPED, "rolled_back"),
+    Verdict.OVERLOADED: Ending(Action.HAND_BACK, True, Exit.OK, "rolled_back"),
 }

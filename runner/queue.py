@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 
 from runner import __version__, pooler, secrets
-from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
+from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, DedupeKeyTaken
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 # The channel the jobs trigger announces on (set in the first migration). Defined here,
@@ -187,7 +187,21 @@ class Queue:
         return rows[0]["status"] if rows else None
 
     def retry(self, job_id: uuid.UUID | str, by: str = "operator") -> bool:
-        return bool(self._run("retry", id=job_id, worker_id=None, by=by))
+        """Send a failed, cancelled or blocked job round again; False when it is none of
+        those. ``DedupeKeyTaken`` names the unfinished job that holds its dedupe_key."""
+        try:
+            return bool(self._run("retry", id=job_id, worker_id=None, by=by))
+        except DatabaseWriteFailed as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise
+            holder = self._run("dedupe_key_holder", id=job_id)
+            if not holder:  # the holder finished meanwhile: the caller may try again
+                raise
+            h = holder[0]
+            raise DedupeKeyTaken(
+                f"job {job_id} cannot be retried: its dedupe_key {h['dedupe_key']!r} is held by "
+                f"job {h['id']}, which is {h['status']}; retry it once that job has finished "
+                f"(or cancel that one)") from None
 
     def answer(self, job_id: uuid.UUID | str, text: str, by: str = "operator") -> dict[str, Any] | None:
         """Requeue a blocked job with ``text`` as the answer to its question; None when the
@@ -226,17 +240,36 @@ class Queue:
         return bool(self._run("resume_queue", queue=queue))
 
     def pauses(self) -> list[dict[str, Any]]:
-        """The queues paused now (a pause whose time ran out is over)."""
+        """The queues paused now, by an operator (agent None) or for one agent by the
+        model API's overloads (runner/guard.py); a pause whose time ran out is over."""
         return self._run("active_pauses")
+
+    # -- the guard against the model API's overloads (runner/guard.py) -----------------
+
+    def guard_strike(self, queue: str, agent: str, error: str,
+                     window_seconds: float) -> dict[str, Any]:
+        return self._run("guard_strike", queue=queue, agent=agent, error=_safe(error),
+                         window_seconds=window_seconds)[0]
+
+    def guard_trip(self, queue: str, agent: str, seconds: float) -> dict[str, Any] | None:
+        rows = self._run("guard_trip", queue=queue, agent=agent, seconds=seconds)
+        return rows[0] if rows else None
+
+    def guard_clear(self, queue: str, agent: str) -> bool:
+        return bool(self._run("guard_clear", queue=queue, agent=agent))
+
+    def guard_states(self) -> list[dict[str, Any]]:
+        return self._run("guard_states")
 
     def fail_dependents(self) -> list[uuid.UUID]:
         """End failed the queued jobs whose dependency failed, was cancelled or is gone."""
         return [r["job_id"] for r in self._run("fail_dependents", worker_id=self.worker_id)]
 
     def claim(self, queues: list[str], lease_seconds: float,
-              limits: dict[str, int] | None = None) -> Claim | None:
+              limits: dict[str, int] | None = None, default_agent: str = "claude") -> Claim | None:
         """One job, or None when none is claimable now. ``limits``: the operator's
-        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS).
+        concurrency limit per key (RUNNER_CONCURRENCY_LIMITS); ``default_agent``: the
+        agent of a job whose config names none (for the guard's pauses, runner/guard.py).
 
         The claim's COMMIT does not wait for the disk (synchronous_commit off for that one
         transaction, in the statement itself: no extra round trip). It is the one write
@@ -246,7 +279,7 @@ class Queue:
         for _ in range(CLAIM_RACE_RETRIES):
             row = self._run("claim", queues=list(queues), worker_id=self.worker_id,
                             pid=os.getpid(), lease_seconds=lease_seconds,
-                            limits=Jsonb(limits or {}))[0]
+                            limits=Jsonb(limits or {}), default_agent=default_agent)[0]
             candidates = row.pop("candidates")
             if row["id"] is not None:
                 return Claim(row)

@@ -106,6 +106,20 @@ queue_pauses = Table(
     Column("paused_at", DateTime(timezone=True), nullable=False, server_default=_now),
 )
 
+# The queue protects itself (runner/guard.py, migration 0005): the model API's overload
+# answers per (queue, agent) and, past the threshold, a pause every claim honours.
+agent_pauses = Table(
+    "agent_pauses", metadata,
+    Column("queue", Text, primary_key=True),
+    Column("agent", Text, primary_key=True),
+    Column("strikes", Integer, nullable=False, server_default="0"),
+    Column("window_started_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("pauses", Integer, nullable=False, server_default="0"),
+    Column("until", DateTime(timezone=True)),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
 # Per concurrency key, how many of its jobs are claimed or running: kept exact by triggers
 # on jobs (migration 0004), locked and re-checked by the claim.
 concurrency_keys = Table(

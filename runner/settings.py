@@ -122,6 +122,17 @@ class Settings(DatabaseUrl, BaseSettings):
     quota_max_wait_seconds: Seconds = Field(default=3600, le=7 * 86400)
     # A usage-limit reset the agent's output names is believed only this far ahead.
     max_usage_wait_seconds: PositiveSeconds = Field(default=6 * 3600, le=7 * 86400)
+    # The queue protects itself (runner/guard.py): this many runs of one agent on one queue
+    # ending with the model API overloaded (HTTP 429/529/5xx) within the window pause that
+    # agent on that queue for every worker; each pause in a row without a success doubles,
+    # from the first up to the max.
+    overload_threshold: int = Field(default=3, ge=1, le=1000)
+    overload_window_seconds: PositiveSeconds = Field(default=300, le=86400)
+    overload_pause_seconds: PositiveSeconds = Field(default=60, le=86400)
+    overload_pause_max_seconds: PositiveSeconds = Field(default=1800, le=7 * 86400)
+    # CLAUDE_CODE_MAX_RETRIES for the agent: how often the CLI itself retries an overloaded
+    # API before it gives up (its own default, 10, takes minutes). Unset: the CLI's default.
+    claude_max_retries: int | None = Field(default=4, ge=0, le=100)
     # The most one job may spend, in dollars (runner/budget.py): caps config.max_budget_usd
     # and is the budget of a job that names none. Unset: no ceiling.
     max_budget_usd: float | None = Field(default=None, gt=0, le=10_000)

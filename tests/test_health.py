@@ -214,7 +214,7 @@ def test_metrics_with_a_real_database(serve, tmp_path, db_url, queue):
         'runner_iteration_duration_seconds{stat="max"} 7.5',
         'runner_iterations_recent{exit_code="1"} 1',
         "runner_claim_latency_jobs 1",
-        'runner_queue_paused{queue="other"} 1',
+        'runner_queue_paused{queue="other",agent=""} 1',
     ]:
         assert line + "\n" in text, f"{line!r} missing from\n{text}"
     assert re.search(r'^runner_claim_latency_seconds\{stat="p50"\} [0-9.e-]+$', text, re.M)

@@ -20,6 +20,7 @@ def test_every_verdict_has_exactly_one_ending():
     (Verdict.TOKEN_EXPIRED, Action.HAND_BACK, True, Exit.TOKEN_EXPIRED),
     (Verdict.USAGE_LIMIT, Action.HAND_BACK, True, Exit.USAGE_LIMIT),
     (Verdict.SHUTDOWN, Action.HAND_BACK, True, Exit.STOPPED),
+    (Verdict.OVERLOADED, Action.HAND_BACK, True, Exit.OK),
 ])
 def test_what_each_ending_does(verdict, action, refund, code):
     ending = ENDINGS[verdict]

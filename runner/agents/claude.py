@@ -7,12 +7,13 @@ a rate limit may be exit 0): the final ``result`` event, ``system/api_retry`` ev
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from runner import budget
+from runner import budget, guard
 from runner.agents import validate as check
 from runner.agents.base import (Agent, AgentCommand, RunContext, RunOutput, StreamReader,
                                 base_env, from_runner_env)
@@ -20,6 +21,7 @@ from runner.agents.limits import from_epoch, reset_time
 from runner.jsonl import json_event
 from runner.render import permission_warnings
 from runner.outcome import EarlyStop, Outcome, Verdict
+from runner.structured import MISSING
 
 # A rejected or expired credential, in the words Claude Code uses for it.
 AUTH_TEXT = re.compile(
@@ -96,6 +98,10 @@ class ClaudeAgent(Agent):
         argv.append("--strict-mcp-config")
         if config.max_turns is not None:
             argv += ["--max-turns", str(config.max_turns)]
+        if config.output_schema is not None:
+            # The CLI adds a StructuredOutput tool; its answer is the result's structured_output
+            # (checked again by runner/structured.py). At most 64 KiB: fits one argument.
+            argv += ["--json-schema", json.dumps(config.output_schema, separators=(",", ":"))]
         if config.effort:
             argv += ["--effort", config.effort]
         # The CLI stops itself at the dollar budget (it knows the prices); the runner's
@@ -155,6 +161,10 @@ def claude_env(ctx: RunContext) -> dict[str, str]:
         sessions = config_dir(ctx.job_dir)
         sessions.mkdir(mode=0o700, parents=True, exist_ok=True)
         env["CLAUDE_CONFIG_DIR"] = str(sessions)
+    if ctx.settings.claude_max_retries is not None:
+        # The CLI's own retries of an overloaded API (the runner's guard counts the runs
+        # that still fail after them); CLAUDE_CODE_MAX_RETRIES in the runner's env wins.
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(ctx.settings.claude_max_retries)
     from_runner_env(env, "ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "IS_SANDBOX")
     env["DISABLE_AUTOUPDATER"] = "1"
     if ctx.settings.claude_disable_nonessential_traffic:
@@ -170,6 +180,7 @@ class ClaudeReader(StreamReader):
         self.retries: list[dict[str, Any]] = []
         self.rate_limit: dict[str, Any] | None = None
         self.other_stdout: list[str] = []
+        self.structured_output: Any = MISSING
         # Usage per assistant message id, as the stream reports it (a message's events repeat
         # its usage): added up, it is what was spent even when no result event ever comes.
         self.message_usage: dict[str, dict[str, int]] = {}
@@ -210,6 +221,8 @@ class ClaudeReader(StreamReader):
         elif kind == "result":
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
+            # With --json-schema: the agent's answer (absent when it gave none).
+            self.structured_output = event.get("structured_output", MISSING)
 
     def finished(self) -> bool:
         return self.result is not None
@@ -238,6 +251,10 @@ class ClaudeReader(StreamReader):
         if subtype == "error_max_budget_usd":
             return Outcome(Verdict.RETRY, result=result,
                            reason=f"the agent reached its spending budget ({detail or 'error_max_budget_usd'})")
+        if guard.overloaded(status) or res.get("api_error_type") == "overloaded_error":
+            # Not the job's fault: handed back refunded, and counted by runner/guard.py.
+            return Outcome(Verdict.OVERLOADED, result=result,
+                           reason=f"the Claude API is overloaded (HTTP {status}): {detail}")
         if status:
             return Outcome(Verdict.RETRY, result=result,
                            reason=f"the Claude API failed with HTTP {status}: {detail}")
@@ -254,10 +271,13 @@ class ClaudeReader(StreamReader):
             return Outcome(Verdict.USAGE_LIMIT, result=result, reset_at=reset_time(said),
                            reason=f"Claude usage limit reached: {said}")
         reason = f"Claude Code exited with code {run.exit_code} without a result"
+        verdict = Verdict.RETRY
         if self.retries:
             last = self.retries[-1]
             reason += f" after {len(self.retries)} API retries (last: HTTP {last.get('error_status')} {last.get('error')})"
-        return Outcome(Verdict.RETRY, result=result, reason=reason + (f": {said}" if said else ""))
+            if guard.overloaded(last.get("error_status")):
+                verdict = Verdict.OVERLOADED
+        return Outcome(verdict, result=result, reason=reason + (f": {said}" if said else ""))
 
     def _result(self, exit_code: int | None) -> dict[str, Any]:
         res = self.result or {}

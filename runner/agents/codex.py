@@ -8,6 +8,7 @@ file_change|…}}, ``turn.completed`` {usage}, ``turn.failed`` {error: {message}
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from runner.agents.limits import reset_time
 from runner.errors import InvalidAgentConfig
 from runner.jsonl import json_event
 from runner.outcome import EarlyStop, Outcome, Verdict
+from runner.structured import MISSING
 # permission_mode (the runner's vocabulary, checked against the operator's allowlist)
 # → Codex sandbox; bypassPermissions drops the sandbox and the approvals altogether.
 SANDBOXES = {"plan": "read-only", "default": "workspace-write", "acceptEdits": "workspace-write",
@@ -43,6 +45,11 @@ class CodexAgent(Agent):
             argv += ["--sandbox", SANDBOXES[mode]]
         if config.effort:
             argv += ["-c", f'model_reasoning_effort="{config.effort}"']
+        if config.output_schema is not None:
+            # Codex's last message is then the answer as JSON (runner/structured.py checks it).
+            path = check.write_private_json(ctx.job_dir / "output-schema.json", config.output_schema)
+            path.chmod(0o644)  # the agent's own uid reads it; a schema is no secret
+            argv += ["--output-schema", str(path)]
         argv += ["--", with_rules(ctx)]
         env = from_runner_env(base_env(ctx), "OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME",
                               "OPENAI_BASE_URL")
@@ -92,6 +99,14 @@ class CodexReader(StreamReader):
             message = str(event.get("message") or "")
             self.errors = (self.errors + [message])[-5:]
             self._stop_early(message)
+
+    @property
+    def structured_output(self) -> Any:
+        """With --output-schema: the last message, which must be the answer as JSON."""
+        try:
+            return json.loads(self.summary) if self.summary is not None else MISSING
+        except ValueError:
+            return MISSING
 
     def _stop_early(self, message: str) -> None:
         # Codex retries a 401 five times; the first one already says enough.

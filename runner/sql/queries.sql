@@ -61,7 +61,8 @@ RETURNING job_id;
 
 -- name: claim
 -- One statement: pick the first queued job in (priority DESC, created_at, id) order that
--- is due and in one of our queues, skipping rows another worker is claiming right now;
+-- is due and in one of our queues (not paused, nor paused for its agent by the guard),
+-- skipping rows another worker is claiming right now;
 -- whose dependencies have all succeeded; and, for a job with a concurrency key, that is
 -- its key's oldest queued job while the key has a free slot.
 --
@@ -87,9 +88,20 @@ WITH no_flush AS MATERIALIZED (
       AND j.queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q
                               WHERE NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = q
                                                 AND (p.until IS NULL OR p.until > now()))))
+      -- nor a job whose agent the model API's overloads paused on its queue (runner/guard.py)
+      AND NOT EXISTS (SELECT 1 FROM agent_pauses g
+                      WHERE g.queue = j.queue AND g.until > now()
+                        AND g.agent = coalesce(j.config ->> 'agent', %(default_agent)s))
       AND (j.depends_on IS NULL OR
            (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
                = cardinality(j.depends_on))
+      -- A cheap test first (evaluated once, then per row against a short array): a job of
+      -- limit 1 whose key has a job active now is skipped without the per-row look for an
+      -- earlier queued job of its key below — rows queued behind one busy key cost a heap
+      -- visit each, not an index probe (benchmarks/claim_keys.py, one long key first).
+      AND (j.concurrency_key IS NULL
+           OR coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1) > 1
+           OR j.concurrency_key <> ALL(ARRAY(SELECT b.key FROM concurrency_keys b WHERE b.active > 0)))
       AND (j.concurrency_key IS NULL OR (
            k.active < coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1)
            AND NOT EXISTS (SELECT 1 FROM jobs e
@@ -286,6 +298,14 @@ INSERT INTO job_events (job_id, worker_id, event, detail)
 SELECT id, %(worker_id)s::text, 'retried', jsonb_build_object('by', %(by)s::text) FROM updated
 RETURNING job_id;
 
+-- name: dedupe_key_holder
+-- The unfinished job that holds the dedupe_key of job `id` (why `retry` was refused).
+SELECT o.id, o.status, o.dedupe_key FROM jobs j
+JOIN jobs o ON o.dedupe_key = j.dedupe_key AND o.id <> j.id
+           AND o.status IN ('queued', 'claimed', 'running')
+WHERE j.id = %(id)s
+LIMIT 1;
+
 -- name: prune_finished
 -- Keeps the hot table small: finished jobs older than the retention go, with their
 -- events (ON DELETE CASCADE). In batches, skipping rows someone else is touching.
@@ -434,12 +454,55 @@ SET until = EXCLUDED.until, reason = EXCLUDED.reason, paused_by = EXCLUDED.pause
 RETURNING queue, until, reason, paused_by, paused_at;
 
 -- name: resume_queue
-DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue;
+-- The operator's pause and the automatic ones of the queue's agents (runner/guard.py).
+WITH operator AS (
+    DELETE FROM queue_pauses WHERE queue = %(queue)s RETURNING queue
+), automatic AS (
+    DELETE FROM agent_pauses WHERE queue = %(queue)s AND until > now() RETURNING queue
+)
+SELECT queue FROM operator UNION ALL SELECT queue FROM automatic;
 
 -- name: active_pauses
-SELECT queue, until, reason, paused_by, paused_at FROM queue_pauses
+-- Both kinds: an operator's (agent NULL) and the model API's overloads (per agent).
+SELECT queue, NULL::text AS agent, until, reason, paused_by, paused_at FROM queue_pauses
 WHERE until IS NULL OR until > now()
-ORDER BY queue;
+UNION ALL
+SELECT queue, agent, until, last_error AS reason, 'runner: the model API is overloaded' AS paused_by,
+       updated_at AS paused_at
+FROM agent_pauses WHERE until > now()
+ORDER BY queue, agent NULLS FIRST;
+
+-- name: guard_strike
+-- One run of `agent` on `queue` ended with the model API overloaded (runner/guard.py):
+-- counted in the current window, or the first of a new one once the window is over.
+INSERT INTO agent_pauses AS g (queue, agent, strikes, window_started_at, last_error)
+VALUES (%(queue)s, %(agent)s, 1, now(), %(error)s)
+ON CONFLICT (queue, agent) DO UPDATE
+SET strikes = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
+                   THEN g.strikes + 1 ELSE 1 END,
+    window_started_at = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
+                             THEN g.window_started_at ELSE now() END,
+    last_error = EXCLUDED.last_error, updated_at = now()
+RETURNING strikes, pauses, until, coalesce(until > now(), false) AS paused;
+
+-- name: guard_trip
+-- Pause the agent on the queue for `seconds`, unless a pause is on already (another
+-- worker's strike tripped it first: the row's newest version is re-checked after its lock).
+UPDATE agent_pauses
+SET until = now() + make_interval(secs => %(seconds)s), pauses = pauses + 1, strikes = 0,
+    window_started_at = now(), updated_at = now()
+WHERE queue = %(queue)s AND agent = %(agent)s AND (until IS NULL OR until <= now())
+RETURNING until, pauses;
+
+-- name: guard_clear
+-- A run of the agent on the queue got its answers from the model API: the guard is lifted.
+DELETE FROM agent_pauses WHERE queue = %(queue)s AND agent = %(agent)s RETURNING pauses;
+
+-- name: guard_states
+-- Every guard row, paused or counting (runner health, docs/operations.md).
+SELECT queue, agent, strikes, window_started_at, pauses, until, coalesce(until > now(), false) AS paused,
+       last_error, updated_at
+FROM agent_pauses ORDER BY queue, agent;
 
 -- name: answer
 -- `runner answer` (the web app runs the same function, docs/live.md): a blocked job goes

@@ -233,3 +233,16 @@ def test_argv_never_carries_a_job_value_as_an_option(make_settings, make_ctx) ->
 _KNOWN = {"-p", "--output-format", "--verbose", "--model", "--permission-mode", "--allowedTools",
           "--disallowedTools", "--strict-mcp-config", "--max-turns", "--effort", "--mcp-config",
           "--append-system-prompt-file", "--"}
+
+
+SCHEMA = {"type": "object", "properties": {"verdict": {"type": "string"}}, "required": ["verdict"]}
+
+
+def test_an_output_schema_is_given_to_claude_and_to_codex(make_settings, make_ctx) -> None:
+    import json
+    cmd, _ = _command(make_settings, make_ctx, {"agent": "claude", "output_schema": SCHEMA})
+    assert json.loads(cmd.argv[cmd.argv.index("--json-schema") + 1]) == SCHEMA
+    assert cmd.argv.index("--json-schema") < cmd.argv.index("--")
+    cmd, ctx = _command(make_settings, make_ctx, {"agent": "codex", "output_schema": SCHEMA})
+    path = cmd.argv[cmd.argv.index("--output-schema") + 1]
+    assert path == str(ctx.job_dir / "output-schema.json") and json.loads(open(path).read()) == SCHEMA

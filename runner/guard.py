@@ -1,0 +1,84 @@
+"""The queue protects itself: repeated overloads of the model API pause the fleet.
+
+A run that ends with the model API overloaded (HTTP 429, 529 or 5xx after the CLI's own
+retries: ``Verdict.OVERLOADED``) is not the job's fault: it goes back to the queue with
+its attempt refunded (``outcome.ENDINGS``), and it counts one strike against its (queue,
+agent) in ``agent_pauses``. ``RUNNER_OVERLOAD_THRESHOLD`` strikes within
+``RUNNER_OVERLOAD_WINDOW_SECONDS`` pause that agent on that queue for every worker — the
+claim leaves its jobs out — for ``RUNNER_OVERLOAD_PAUSE_SECONDS``. The jobs that hit it
+are queued as they were (no run_after of their own): lifted early by ``runner resume``,
+the pause leaves nothing behind to wait for.
+
+When the pause is over, jobs are claimed again and the first to end decides, like a
+circuit breaker's half-open state: a run that got its answers (succeeded or blocked)
+lifts the guard (the row is deleted); another overload pauses again at once, for twice
+as long each time (``retry.backoff``) up to ``RUNNER_OVERLOAD_PAUSE_MAX_SECONDS``.
+``runner resume QUEUE`` lifts it by hand. docs/operations.md has the settings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from runner import retry
+from runner.outcome import Outcome, Verdict
+from runner.queue import Queue
+from runner.settings import Settings
+
+log = structlog.get_logger("runner.guard")
+
+# Answers of the model API that say "not now", not "this job is wrong".
+OVERLOAD_STATUSES = frozenset({429, 529}) | frozenset(range(500, 600))
+
+# Runs whose agent got its answers from the model API: they lift the guard.
+ANSWERED = (Verdict.SUCCEEDED, Verdict.BLOCKED)
+
+
+def overloaded(status: Any) -> bool:
+    """True for an HTTP status of the model API that means it is overloaded or failing."""
+    return isinstance(status, int) and not isinstance(status, bool) and status in OVERLOAD_STATUSES
+
+
+def after_run(queue: Queue, settings: Settings, job: dict[str, Any], agent: str | None,
+              outcome: Outcome) -> datetime | None:
+    """Count what one run says about the model API; the end of the pause it tripped or
+    ran into, if any. A fault here never costs the job's recording: it is logged, and
+    None returned."""
+    if agent is None or outcome.verdict is Verdict.LEASE_LOST:
+        return None
+    try:
+        return _count(queue, settings, job["queue"], agent, outcome)
+    except Exception as exc:
+        log.error("overload_guard_failed", error=str(exc))
+        return None
+
+
+def _count(queue: Queue, settings: Settings, name: str, agent: str,
+           outcome: Outcome) -> datetime | None:
+    if outcome.verdict in ANSWERED:
+        if queue.guard_clear(name, agent):
+            log.info("overload_pause_lifted", queue=name, agent=agent)
+        return None
+    if outcome.verdict is not Verdict.OVERLOADED:
+        return None
+    row = queue.guard_strike(name, agent, outcome.reason or "the model API is overloaded",
+                             settings.overload_window_seconds)
+    if row["paused"]:  # another worker's strike paused it while this run went on
+        return row["until"]
+    # After a pause, with no success since, one more overload is enough.
+    if row["strikes"] < settings.overload_threshold and row["pauses"] == 0:
+        log.info("overload_counted", queue=name, agent=agent, strikes=row["strikes"],
+                 threshold=settings.overload_threshold)
+        return None
+    seconds = retry.backoff(settings.overload_pause_seconds, settings.overload_pause_max_seconds,
+                            row["pauses"] + 1)
+    tripped = queue.guard_trip(name, agent, seconds)
+    if tripped is None:  # another worker tripped it first: its pause stands
+        return None
+    log.warning("overload_pause", queue=name, agent=agent, seconds=seconds,
+                until=tripped["until"].isoformat(), pauses_in_a_row=tripped["pauses"],
+                reason=outcome.reason)
+    return tripped["until"]
