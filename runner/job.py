@@ -242,6 +242,7 @@ class JobRun:
             outcome = credcheck.confirm(outcome, getattr(self, "agent_name", ""),
                                         getattr(self, "agent_env", {}),
                                         self.settings.max_usage_wait_seconds)
+        outcome = guard.refunded(self.queue, self.settings, self.job, outcome)
         v = outcome.verdict
         ending = ENDINGS[v]  # what each verdict writes, refunds and exits with: one table
         log.info("job_outcome", verdict=v.value, reason=outcome.reason)
@@ -258,12 +259,13 @@ class JobRun:
                 self.claim_lost = True
                 log.warning("claim_lost_nothing_written")
             else:
-                run_after = None
+                run_after = guard.hand_back_at(outcome, self.settings)
                 if v is Verdict.USAGE_LIMIT:
                     run_after = outcome.reset_at or datetime.now(timezone.utc) + timedelta(hours=1)
                     state.set_usage_limit_reset(self.settings.state_dir, run_after)
                 self._hand_back(outcome.reason or v.value.replace("_", " "), refund=ending.refund,
-                                run_after=run_after, result=outcome.result)
+                                run_after=run_after, result=outcome.result,
+                                **({"overloaded": True} if v is Verdict.OVERLOADED else {}))
             return ending.exit
         except DatabaseWriteFailed as exc:
             log.error("outcome_not_recorded", error=str(exc))
@@ -329,10 +331,10 @@ class JobRun:
                  backoff_seconds=delay)
 
     def _hand_back(self, reason: str, *, refund: bool, run_after: datetime | None = None,
-                   result: dict[str, Any] | None = None) -> None:
+                   result: dict[str, Any] | None = None, **detail: Any) -> None:
         if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
                                   refund_attempt=refund, run_after=run_after,
-                                  result=result or None):
+                                  result=result or None, **detail):
             self.claim_lost = True
             log.warning("claim_lost_before_rollback")
         else:

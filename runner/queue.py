@@ -246,10 +246,14 @@ class Queue:
 
     # -- the guard against the model API's overloads (runner/guard.py) -----------------
 
-    def guard_strike(self, queue: str, agent: str, error: str,
+    def guard_strike(self, queue: str, agent: str, job_id: uuid.UUID | str, error: str,
                      window_seconds: float) -> dict[str, Any]:
-        return self._run("guard_strike", queue=queue, agent=agent, error=_safe(error),
-                         window_seconds=window_seconds)[0]
+        return self._run("guard_strike", queue=queue, agent=agent, job=str(job_id),
+                         error=_safe(error), window_seconds=window_seconds)[0]
+
+    def overload_hand_backs(self, job_id: uuid.UUID | str) -> int:
+        """How often this job was handed back because the model API was overloaded."""
+        return int(self._run("overload_hand_backs", id=job_id)[0]["count"])
 
     def guard_trip(self, queue: str, agent: str, seconds: float) -> dict[str, Any] | None:
         rows = self._run("guard_trip", queue=queue, agent=agent, seconds=seconds)

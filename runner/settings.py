@@ -130,6 +130,8 @@ class Settings(DatabaseUrl, BaseSettings):
     overload_window_seconds: PositiveSeconds = Field(default=300, le=86400)
     overload_pause_seconds: PositiveSeconds = Field(default=60, le=86400)
     overload_pause_max_seconds: PositiveSeconds = Field(default=1800, le=7 * 86400)
+    # A job handed back this often for overloads has its later attempts counted.
+    overload_refund_limit: int = Field(default=10, ge=0, le=10_000)
     # CLAUDE_CODE_MAX_RETRIES for the agent: how often the CLI itself retries an overloaded
     # API before it gives up (its own default, 10, takes minutes). Unset: the CLI's default.
     claude_max_retries: int | None = Field(default=4, ge=0, le=100)

@@ -22,6 +22,7 @@ CREATE TABLE agent_pauses (
     queue             text NOT NULL,
     agent             text NOT NULL,
     strikes           integer NOT NULL DEFAULT 0,
+    struck_jobs       uuid[] NOT NULL DEFAULT '{}',  -- the jobs behind the strikes: one job is one strike
     window_started_at timestamptz NOT NULL DEFAULT now(),
     pauses            integer NOT NULL DEFAULT 0,
     until             timestamptz,

@@ -399,6 +399,12 @@ DELETE FROM workers
 WHERE last_seen_at < now() - make_interval(secs => %(older_than_seconds)s)
 RETURNING id;
 
+-- name: overload_hand_backs
+-- How often the job went back because the model API was overloaded (runner/guard.py): a
+-- job the API fails every time must end, not be refunded for ever.
+SELECT count(*) AS count FROM job_events
+WHERE job_id = %(id)s AND event = 'rolled_back' AND detail->>'overloaded' = 'true';
+
 -- name: runner_faults
 -- How often the runner itself failed on this job and handed it back (attempt refunded):
 -- a job that crashes the runner every time must end, not loop for ever.
@@ -474,12 +480,19 @@ ORDER BY queue, agent NULLS FIRST;
 
 -- name: guard_strike
 -- One run of `agent` on `queue` ended with the model API overloaded (runner/guard.py):
--- counted in the current window, or the first of a new one once the window is over.
-INSERT INTO agent_pauses AS g (queue, agent, strikes, window_started_at, last_error)
-VALUES (%(queue)s, %(agent)s, 1, now(), %(error)s)
+-- counted in the current window, or the first of a new one once the window is over. A job
+-- counts once per window: one job that the API fails again and again (a request it cannot
+-- serve) is that job's problem, not the fleet's, and pauses nobody.
+INSERT INTO agent_pauses AS g (queue, agent, strikes, struck_jobs, window_started_at, last_error)
+VALUES (%(queue)s, %(agent)s, 1, ARRAY[%(job)s::uuid], now(), %(error)s)
 ON CONFLICT (queue, agent) DO UPDATE
-SET strikes = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
-                   THEN g.strikes + 1 ELSE 1 END,
+SET strikes = CASE WHEN g.window_started_at <= now() - make_interval(secs => %(window_seconds)s) THEN 1
+                   WHEN %(job)s::uuid = ANY (g.struck_jobs) THEN g.strikes
+                   ELSE g.strikes + 1 END,
+    struck_jobs = CASE WHEN g.window_started_at <= now() - make_interval(secs => %(window_seconds)s)
+                       THEN ARRAY[%(job)s::uuid]
+                       WHEN %(job)s::uuid = ANY (g.struck_jobs) THEN g.struck_jobs
+                       ELSE (g.struck_jobs || %(job)s::uuid)[1:1000] END,
     window_started_at = CASE WHEN g.window_started_at > now() - make_interval(secs => %(window_seconds)s)
                              THEN g.window_started_at ELSE now() END,
     last_error = EXCLUDED.last_error, updated_at = now()
@@ -490,7 +503,7 @@ RETURNING strikes, pauses, until, coalesce(until > now(), false) AS paused;
 -- worker's strike tripped it first: the row's newest version is re-checked after its lock).
 UPDATE agent_pauses
 SET until = now() + make_interval(secs => %(seconds)s), pauses = pauses + 1, strikes = 0,
-    window_started_at = now(), updated_at = now()
+    struck_jobs = '{}', window_started_at = now(), updated_at = now()
 WHERE queue = %(queue)s AND agent = %(agent)s AND (until IS NULL OR until <= now())
 RETURNING until, pauses;
 

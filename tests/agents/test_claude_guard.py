@@ -35,8 +35,10 @@ def _guard(queue) -> dict:
 
 
 def _time_runs_out(queue) -> None:
-    """The pause's time is over now, as if its minute had passed."""
+    """The pause's time is over now, as if its minute had passed (for the overloaded jobs'
+    own wait behind the others too)."""
     queue.conn.execute("UPDATE agent_pauses SET until = now() WHERE until > now()")
+    queue.conn.execute("UPDATE jobs SET run_after = now() WHERE status = 'queued' AND run_after > now()")
     assert queue.pauses() == []
 
 
