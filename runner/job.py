@@ -17,15 +17,15 @@ from typing import Any
 import structlog
 
 from runner import (budget, clone, continuation, continue_from, gates, guard, jobconfig,
-                    leftovers, logs, progress, push, question, retry, state, structured, verify,
-                    worktree)
+                    leftovers, logs, progress, push, retry, state, structured, verdict,
+                    verify, worktree)
 from runner.agents import credcheck, select_agent
 from runner.agents.base import RunContext
 from runner.contract import KEPT_FOR_INSPECTION, Exit
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, IterationError, JobInputError
 from runner.heartbeat import Heartbeat
-from runner.outcome import ENDINGS, Action, Outcome, StopReason, Verdict, stopped
-from runner.process import ProcessResult, hand_tree, run_agent
+from runner.outcome import ENDINGS, Action, Outcome, StopReason, Verdict
+from runner.process import hand_tree, run_agent
 from runner.prompts import build_prompt
 from runner.queue import Claim, Queue, TooDeep
 from runner.settings import Settings
@@ -196,29 +196,6 @@ class JobRun:
                 outcome.result["previous_attempt_leftovers"] = rescued
         return outcome
 
-    def _outcome(self, result: ProcessResult, reader, timeout: int) -> Outcome:
-        if result.early is not None:
-            return result.early
-        if result.stop_reason is not None:
-            outcome = stopped(result.stop_reason, timeout=timeout)
-            # What was spent before the stop is recorded too (usage added up from the stream).
-            outcome.result.update(_partial(reader))
-            return outcome
-        outcome = reader.outcome(result.output())
-        if outcome.verdict is not Verdict.SUCCEEDED and self.workspace is not None:
-            # The agent's own output lives on the same disk: when that disk is full, its
-            # "No space left on device" may never have been written, so say it here.
-            full = _disk_full_note(self.workspace.job_dir)
-            if full and outcome.reason and full not in outcome.reason:
-                outcome.reason = f"{outcome.reason} ({full})"
-        if outcome.verdict is Verdict.SUCCEEDED and self.workspace is not None:
-            asked = question.read(self.workspace.path)
-            if asked is not None:  # only shown to a person: capped, redacted, decides nothing
-                outcome.verdict = Verdict.BLOCKED
-                outcome.reason = asked["question"]
-                outcome.result.update(asked)
-        return outcome
-
     def _write_payload(self) -> Path:
         assert self.workspace is not None
         path = self.workspace.job_dir / "payload.json"
@@ -288,7 +265,7 @@ class JobRun:
         try:
             faults = self.queue.runner_faults(self.claim.id)
             if faults + 1 >= RUNNER_FAULT_LIMIT:
-                self._finish("failed", Outcome(Verdict.FAILED, result=_partial(self.reader), reason=(
+                self._finish("failed", Outcome(Verdict.FAILED, result=verdict.partial(self.reader), reason=(
                     f"{reason} — the runner failed on this job {faults + 1} times, so it is not "
                     f"tried again (a bug in the runner or something in this job's input; the job's "
                     f"log has the details)")))
@@ -297,7 +274,7 @@ class JobRun:
             delay = retry.backoff(s.retry_backoff_seconds, s.retry_backoff_max_seconds, faults + 1)
             run_after = datetime.now(timezone.utc) + timedelta(seconds=delay)
             if not self.queue.requeue(self.claim, event="rolled_back", reason=reason,
-                                      refund_attempt=True, result=_partial(self.reader) or None,
+                                      refund_attempt=True, result=verdict.partial(self.reader) or None,
                                       run_after=run_after, runner_fault=True):
                 self.claim_lost = True
                 log.warning("claim_lost_before_rollback")
@@ -381,24 +358,3 @@ class JobRun:
             worktree.remove(ws, self.settings, keep_home=row["status"] == "succeeded"
                             and continue_from.awaited(self.queue, self.claim.id))
 
-
-def _partial(reader: Any) -> dict[str, Any]:
-    try:
-        return reader.partial_result() if reader is not None else {}
-    except Exception:  # a reader's summary must never cost the recording
-        return {}
-
-
-FULL_DISK_BYTES = 1 << 20  # below this much free space a disk counts as full
-
-
-def _disk_full_note(job_dir: Path) -> str | None:
-    """A sentence when the disk holding the job directory is (nearly) full, else None."""
-    try:
-        st = os.statvfs(job_dir)
-    except OSError:
-        return None
-    free = st.f_bavail * st.f_frsize
-    if free >= FULL_DISK_BYTES:
-        return None
-    return f"the disk holding the job directory is full: {free} bytes free"
