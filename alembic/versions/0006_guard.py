@@ -7,7 +7,7 @@ claim honours until ``until``. ``pauses`` counts the pauses in a row since the l
 success (the backoff's exponent); a success of the agent on that queue deletes the row.
 
 Revision ID: 0006_guard
-Revises: 0005_answer (the lead re-chains it at merge time)
+Revises: 0005_answer
 """
 
 from alembic import op
