@@ -157,7 +157,7 @@ class JobRun:
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
                          seconds=round(result.seconds, 2))
                 # With config.output_schema, success needs an answer that matches it.
-                return structured.check(self._outcome(result, reader, timeout),
+                return structured.check(verdict.of_run(result, reader, timeout, self.workspace),
                                         config.output_schema, reader)
 
             outcome = run(command)
