@@ -113,6 +113,8 @@ agent_pauses = Table(
     Column("queue", Text, primary_key=True),
     Column("agent", Text, primary_key=True),
     Column("strikes", Integer, nullable=False, server_default="0"),
+    # The jobs behind this window's strikes: one job that fails again is one strike.
+    Column("struck_jobs", ARRAY(UUID(as_uuid=True)), nullable=False, server_default=text("'{}'")),
     Column("window_started_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("pauses", Integer, nullable=False, server_default="0"),
     Column("until", DateTime(timezone=True)),
