@@ -70,6 +70,10 @@ jobs = Table(
     # Enqueue order, also inside one transaction (where every created_at is the same):
     # the order of the jobs of one concurrency key.
     Column("enqueue_seq", BigInteger, Identity(always=True), nullable=False),
+    # True on the oldest queued job of each concurrency key (maybe on a few more): the
+    # claim walks only these and the keyless ones (jobs_queued_heads). Kept by triggers
+    # (migration 0007_key_heads).
+    Column("key_head", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("concurrency_limit >= 1", name="jobs_concurrency_limit_positive"),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="jobs_status_known"
@@ -81,6 +85,11 @@ jobs = Table(
     Index(
         "jobs_queued_claim_order", text("priority DESC"), "created_at", "id",
         postgresql_where=text("status = 'queued'"),
+    ),
+    # The claim's walk: a busy key's backlog is not in it, only the key's head.
+    Index(
+        "jobs_queued_heads", text("priority DESC"), "created_at", "id",
+        postgresql_where=text("status = 'queued' AND (concurrency_key IS NULL OR key_head)"),
     ),
     # Requeueing expired leases looks only at the few active rows.
     Index("jobs_active_lease", "lease_until", postgresql_where=text("status IN ('claimed', 'running')")),

@@ -66,6 +66,14 @@ RETURNING job_id;
 -- whose dependencies have all succeeded; and, for a job with a concurrency key, that is
 -- its key's oldest queued job while the key has a free slot.
 --
+-- The walk is over jobs_queued_heads: the queued jobs without a key and each key's head
+-- (key_head, kept by the triggers of migration 0007: the key's oldest queued job, maybe a
+-- requeued one too). A busy key costs the walk its head row, however long its backlog
+-- (benchmarks/claim_keys.py, one long key first). The flag only narrows the walk: "no
+-- earlier queued job of its key" below and the slot decide, so an extra flag costs a row,
+-- never a second running job. A head an open enqueue transaction holds FOR SHARE (the
+-- trigger's guard against losing the flag) is passed by SKIP LOCKED until it commits.
+--
 -- The slot is the race that matters: in READ COMMITTED every sub-select here reads the
 -- snapshot taken when the statement began, which may be older than another worker's
 -- committed claim of the same key. So the free slot is not trusted from the snapshot:
@@ -83,7 +91,8 @@ WITH no_flush AS MATERIALIZED (
                AS key_limit
     FROM jobs j
     LEFT JOIN concurrency_keys k ON k.key = j.concurrency_key
-    WHERE j.status = 'queued' AND j.run_after <= now()
+    WHERE j.status = 'queued' AND (j.concurrency_key IS NULL OR j.key_head)
+      AND j.run_after <= now()
       -- our queues minus the paused ones (evaluated once, not per row)
       AND j.queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q
                               WHERE NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = q
@@ -95,10 +104,9 @@ WITH no_flush AS MATERIALIZED (
       AND (j.depends_on IS NULL OR
            (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
                = cardinality(j.depends_on))
-      -- A cheap test first (evaluated once, then per row against a short array): a job of
+      -- A cheap test first (evaluated once, then per row against a short array): a head of
       -- limit 1 whose key has a job active now is skipped without the per-row look for an
-      -- earlier queued job of its key below — rows queued behind one busy key cost a heap
-      -- visit each, not an index probe (benchmarks/claim_keys.py, one long key first).
+      -- earlier queued job of its key below.
       AND (j.concurrency_key IS NULL
            OR coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1) > 1
            OR j.concurrency_key <> ALL(ARRAY(SELECT b.key FROM concurrency_keys b WHERE b.active > 0)))
@@ -154,11 +162,18 @@ WITH RECURSIVE doomed(id, reason) AS (
     WHERE j.status = 'queued' AND j.depends_on IS NOT NULL
 ), one_reason AS (
     SELECT DISTINCT ON (id) id, reason FROM doomed ORDER BY id, reason
+), unlocked AS (
+    -- A row someone holds is left for the next iteration rather than waited for: a key's
+    -- head is held FOR SHARE by an open enqueue transaction of its key (migration 0007),
+    -- for as long as the web app keeps that transaction open.
+    SELECT j.id, r.reason FROM jobs j JOIN one_reason r ON r.id = j.id
+    WHERE j.status = 'queued'
+    FOR NO KEY UPDATE OF j SKIP LOCKED
 ), updated AS (
     UPDATE jobs j
     SET status = 'failed', error = r.reason || ', so this job did not run',
         finished_at = now(), updated_at = now()
-    FROM one_reason r
+    FROM unlocked r
     WHERE j.id = r.id AND j.status = 'queued'
     RETURNING j.id, r.reason
 )
