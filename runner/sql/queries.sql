@@ -104,12 +104,9 @@ WITH no_flush AS MATERIALIZED (
       AND (j.depends_on IS NULL OR
            (SELECT count(*) FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.status = 'succeeded')
                = cardinality(j.depends_on))
-      -- A cheap test first (evaluated once, then per row against a short array): a head of
-      -- limit 1 whose key has a job active now is skipped without the per-row look for an
-      -- earlier queued job of its key below.
-      AND (j.concurrency_key IS NULL
-           OR coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1) > 1
-           OR j.concurrency_key <> ALL(ARRAY(SELECT b.key FROM concurrency_keys b WHERE b.active > 0)))
+      -- (No pre-test of busy keys: the walk meets one head per busy key at most, and the
+      -- list of busy keys cost a scan of concurrency_keys, which grows with every key ever
+      -- used, on every claim.)
       AND (j.concurrency_key IS NULL OR (
            k.active < coalesce((%(limits)s::jsonb ->> j.concurrency_key)::int, j.concurrency_limit, 1)
            AND NOT EXISTS (SELECT 1 FROM jobs e
