@@ -230,3 +230,42 @@ def test_concurrent_enqueuers_and_claimers_lose_no_job(db_url):
     assert errors == []
     assert len(claimed) == total, "a job was never claimed"
     _assert_every_key_has_its_head(db_url)
+
+
+@pytest.mark.parametrize("first", ["older head", "requeued head"])
+def test_two_heads_of_one_key_leaving_at_once_leave_the_next_job_flagged(db_url, queue, first):
+    """A (oldest) and B (requeued, so flagged too) leave in two open transactions at once:
+    each hand-over may think the other head still holds the key; C must end up flagged."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        a, b, c = _insert(conn, "k"), _insert(conn, "k"), _insert(conn, "k")
+        conn.execute("UPDATE jobs SET key_head = true WHERE id = %s", (b,))  # as a requeue leaves it
+    order = [a, b] if first == "older head" else [b, a]
+    one = psycopg.connect(db_url)
+    one.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (order[0],))
+
+    def second() -> None:
+        with psycopg.connect(db_url, application_name="second") as conn:
+            conn.execute("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (order[1],))
+
+    t = _in_thread(second)
+    time.sleep(0.2)  # the second may wait for the first's lock on its row
+    one.commit()
+    one.close()
+    t.join(30)
+    _assert_every_key_has_its_head(db_url)
+    assert _drain(queue) == [c]
+
+
+def test_the_migration_flags_the_oldest_queued_job_of_each_key(empty_db_url):
+    from runner.migrate import upgrade
+
+    upgrade(empty_db_url, "0006_guard")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        a, b = _insert(conn, "k"), _insert(conn, "k")
+        done = _insert(conn, "m", status="succeeded")
+        m = _insert(conn, "m")
+        free = conn.execute("INSERT INTO jobs (prompt) VALUES ('no key') RETURNING id").fetchone()[0]
+    upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        flags = dict(conn.execute("SELECT id, key_head FROM jobs").fetchall())
+    assert flags == {a: True, b: False, done: False, m: True, free: False}

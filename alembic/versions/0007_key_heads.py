@@ -18,7 +18,10 @@ Kept by triggers on jobs, by any statement (a web app's plain INSERT/UPDATE/DELE
   again (requeue, retry, answer) or changes key is simply flagged. A job leaving ``queued``
   loses its flag.
 * after a flagged queued job leaves ``queued``, changes key or is deleted: the flag goes to
-  the key's next queued job in enqueue order (``runner_jobs_key_head_hand_over``).
+  the key's next queued job in enqueue order (``runner_jobs_key_head_hand_over``). It
+  passes by flagged jobs another transaction holds (and flags the next) and waits only for
+  unflagged ones; two statements that each take several jobs of one key out of the queue
+  at once (flagged and not) could still deadlock: PostgreSQL aborts one, nothing is lost.
 
 Revision ID: 0007_key_heads
 Revises: 0006_guard
