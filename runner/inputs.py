@@ -164,16 +164,24 @@ def job_dir(job_root: Path, job_id: Any) -> Path:
 
 
 def escaping_symlinks(work: Path, limit: int = 5) -> list[str]:
-    """Symlinks under ``work`` whose target (fully resolved) is outside ``work``."""
+    """Symlinks under ``work`` whose target (fully resolved) is outside ``work``.
+
+    os.scandir's entries carry the file type from the directory read itself, so the walk
+    costs no stat per file (a 10k-file checkout: one getdents per directory); only the
+    symlinks found are resolved."""
     found: list[str] = []
     real_work = Path(os.path.realpath(work))
-    for dirpath, dirnames, filenames in os.walk(work, followlinks=False):
-        if ".git" in dirnames and Path(dirpath) == work:
-            dirnames.remove(".git")
-        for name in (*dirnames, *filenames):
-            p = Path(dirpath) / name
-            if p.is_symlink() and not inside(p, real_work):
-                found.append(f"{p.relative_to(work)} -> {os.readlink(p)[:100]}")
-                if len(found) >= limit:
-                    return found
+    pending = [str(work)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    p = Path(entry.path)
+                    if not inside(p, real_work):
+                        found.append(f"{p.relative_to(work)} -> {os.readlink(p)[:100]}")
+                        if len(found) >= limit:
+                            return found
+                elif entry.is_dir(follow_symlinks=False) and not (
+                        entry.name == ".git" and entry.path == os.path.join(work, ".git")):
+                    pending.append(entry.path)
     return found
