@@ -28,6 +28,7 @@ import structlog
 from tenacity import (Retrying, retry_if_exception, stop_after_attempt,
                       wait_exponential)
 
+from runner import gitfiles
 from runner.errors import IterationError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git
 from runner.inputs import display_url
@@ -168,15 +169,18 @@ def _reason(exc: GitFailed, url: str) -> str:
 
 def _bare_config(mirror: Path, settings: Settings) -> list[tuple[str, str]] | None:
     """The mirror's config entries, or None when it is no readable bare repository whose
-    origin/HEAD names a commit (one git process: an unreadable object store is cloned
-    again, not patched by the fetch)."""
+    origin/HEAD names a commit (an unreadable object store is cloned again, not patched by
+    the fetch). Read from the files when they say so plainly (runner/gitfiles.py), else
+    asked of git."""
     if not (mirror / "HEAD").is_file() or not (mirror / "config").is_file():
         return None
-    entries = _plain_config(mirror / "config")
+    entries = gitfiles.plain_config(mirror / "config")
     if entries is None:
         entries = _list_config(mirror)
     if entries is None or ("core.bare", "true") not in entries:
         return None
+    if gitfiles.origin_head_present(mirror):
+        return entries
     proc = git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}", cwd=mirror,
                settings=settings, check=False)
     return entries if proc.returncode == 0 else None
@@ -187,36 +191,6 @@ def _list_config(mirror: Path) -> list[tuple[str, str]] | None:
     if proc.returncode != 0:
         return None
     return [(k, v) for k, _, v in (e.partition("\n") for e in proc.stdout.split("\0")) if k]
-
-
-# The config file as git and the runner write it: `[section]` or `[section "sub"]`
-# headers and `key = value` lines whose value needs no quoting or escaping.
-_SECTION = re.compile(r'^\[([A-Za-z0-9-]+)(?: "([A-Za-z0-9._/+-]+)")?\]$')
-_ENTRY = re.compile(r"^([A-Za-z][A-Za-z0-9-]*) = ([^\s\"\\#;]+)$")
-
-
-def _plain_config(path: Path) -> list[tuple[str, str]] | None:
-    """The entries of a config file in that plain form, read in Python (no git process on
-    each job's path); None for anything else (a comment, a quote, an escape, a
-    continuation line…), which git itself then reads (_list_config). Keys are spelled as
-    ``git config --list`` spells them: section and key lower case, the subsection as is."""
-    try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError):
-        return None
-    entries: list[tuple[str, str]] = []
-    section: str | None = None
-    for raw in text.split("\n"):
-        line = raw.strip(" \t")
-        if not line:
-            continue
-        if m := _SECTION.match(line):
-            section = m[1].lower() + (f".{m[2]}" if m[2] else "")
-        elif (m := _ENTRY.match(line)) and section is not None:
-            entries.append((f"{section}.{m[1].lower()}", m[2]))
-        else:
-            return None
-    return entries
 
 
 def _last_values(entries: list[tuple[str, str]]) -> dict[str, str]:
