@@ -134,7 +134,8 @@ def steps(env: dict[str, str], sample: dict, shim_log: Path | None) -> dict[str,
         calls = [c for c in calls if sample["wall0"] <= float(c[0]) < spawned]
         out["git calls"] = len(calls)
         out["git ms"] = sum((float(b) - float(a)) * 1000 for a, b, _ in calls)
-        out["git argv"] = [c[2].split(" -c ")[-1][:60] for c in calls]  # type: ignore[assignment]
+        out["git argv"] = [f"{c[2].split(' -c ')[-1].removeprefix('gc.autoDetach=false ')[:40]} "  # type: ignore[assignment]
+                           f"({(float(c[1]) - float(c[0])) * 1000:.1f} ms)" for c in calls]
         shim_log.unlink()
     return out
 

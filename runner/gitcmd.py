@@ -94,20 +94,23 @@ def credential_args(settings: Settings) -> list[str]:
 
 def git(*args: str, cwd: Path | None = None, settings: Settings | None = None,
         timeout: float | None = None, with_token: bool = False,
-        check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        check: bool = True, env: dict[str, str] | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``git <hardening> <args>``; raise GitFailed (classified) when it fails.
-    ``env`` adds variables (GIT_INDEX_FILE, an identity) to the fixed environment."""
+    ``env`` adds variables (GIT_INDEX_FILE, an identity) to the fixed environment;
+    ``input`` is git's stdin (a ``--batch`` command's lines), else stdin is empty."""
     extra = credential_args(settings) if (with_token and settings is not None) else []
     argv = ["git", *HARDENING, *extra, *args]
     if timeout is None:
         timeout = settings.git_timeout_seconds if settings is not None else 600
     proc = subprocess.Popen(argv, cwd=cwd, env={**git_env(settings, with_token=with_token),
                                                 **(env or {})},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         # git-remote-https, ssh and pack-objects are git's children: end the whole group.
         _kill_group(proc.pid)

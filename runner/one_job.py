@@ -78,7 +78,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
             queue.worker_seen("idle", queues=settings.queues)
             log.info("no_job", waited_seconds=settings.wait_seconds, stopped=stop.is_set())
             return Exit.STOPPED if stop.is_set() else Exit.OK
-        queue.worker_seen("running", current_job=claim.id, queues=settings.queues)
+        # (the worker's row already says "running" with this job: the claim wrote it)
         code = JobRun(settings, queue, claim, sink, run_log, stop).run()
         queue.worker_seen("idle", queues=settings.queues)
         if not stop.is_set():  # a stopping worker leaves deliveries to the next one

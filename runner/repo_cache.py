@@ -21,12 +21,14 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from tenacity import (Retrying, retry_if_exception, stop_after_attempt,
                       wait_exponential)
 
+from runner import gitfiles
 from runner.errors import IterationError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git
 from runner.inputs import display_url
@@ -114,26 +116,44 @@ def retrying(settings: Settings, what: str, url: str) -> Retrying:
         before_sleep=before_sleep, reraise=True)
 
 
+@dataclass
+class Mirror:
+    """A mirror ready for a job: how it got so, its config after repair_config (key →
+    last value, as ``git config --get`` reads it) and the commits ``refs`` named."""
+    action: str  # 'cloned' | 'fetched'
+    config: dict[str, str]
+    refs: dict[str, str | None]
+
+
 def ensure_mirror(url: str, mirror: Path, settings: Settings) -> str:
-    """Clone or fetch the mirror (caller holds the lock). Returns 'cloned' or 'fetched'.
+    """Clone or fetch the mirror (caller holds the lock). Returns 'cloned' or 'fetched'."""
+    return prepare_mirror(url, mirror, settings).action
+
+
+def prepare_mirror(url: str, mirror: Path, settings: Settings,
+                   refs: tuple[str, ...] = ()) -> Mirror:
+    """Clone or fetch the mirror (caller holds the lock), then resolve ``refs`` (object
+    names such as ``refs/heads/x^{commit}``; validated names only) in the same git process
+    that checks the remote's HEAD.
 
     A mirror git cannot read is removed and cloned again, once. Transient network
     failures are retried; a missing repository or rejected credentials are not.
+    The config repair_config checks is read in Python when it is in git's plain form.
     """
     try:
-        if not _healthy(mirror, settings):
+        config = _bare_config(mirror, settings)
+        if config is None:
             if mirror.exists():
                 log.warning("mirror_corrupt_recloning", mirror=mirror.name, reason="unreadable")
-            return _clone(url, mirror, settings)
-        repair_config(mirror, url)
+            return _clone(url, mirror, settings, refs)
+        config = _repair(mirror, url, config)[0]
         try:
-            _fetch(url, mirror, settings)
-            return "fetched"
+            return Mirror("fetched", _last_values(config), _fetch(url, mirror, settings, refs))
         except GitFailed as exc:
             if exc.kind not in ("corrupt", "other"):
                 raise
             log.warning("mirror_corrupt_recloning", mirror=mirror.name, reason=exc.tail())
-            return _clone(url, mirror, settings)
+            return _clone(url, mirror, settings, refs)
     except GitFailed as exc:
         if exc.kind == "transient":
             raise RepositoryUnreachable(_reason(exc, url)) from exc
@@ -147,71 +167,118 @@ def _reason(exc: GitFailed, url: str) -> str:
     return f"could not clone or fetch {display_url(url)}: {what}: {exc.tail()}"
 
 
-def _healthy(mirror: Path, settings: Settings) -> bool:
+def _bare_config(mirror: Path, settings: Settings) -> list[tuple[str, str]] | None:
+    """The mirror's config entries, or None when it is no readable bare repository whose
+    origin/HEAD names a commit (an unreadable object store is cloned again, not patched by
+    the fetch). Read from the files when they say so plainly (runner/gitfiles.py), else
+    asked of git."""
     if not (mirror / "HEAD").is_file() or not (mirror / "config").is_file():
-        return False
-    # One git process for both questions (a bare repository; its origin/HEAD a commit):
-    # "true" then the commit, exit 0 only when the ref resolves.
-    proc = git("rev-parse", "--is-bare-repository", "--verify", "-q",
-               "refs/remotes/origin/HEAD^{commit}", cwd=mirror, settings=settings, check=False)
-    return proc.returncode == 0 and proc.stdout.split("\n", 1)[0].strip() == "true"
+        return None
+    entries = gitfiles.plain_config(mirror / "config")
+    if entries is None:
+        entries = _list_config(mirror)
+    if entries is None or ("core.bare", "true") not in entries:
+        return None
+    if gitfiles.origin_head_present(mirror):
+        return entries
+    proc = git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}", cwd=mirror,
+               settings=settings, check=False)
+    return entries if proc.returncode == 0 else None
 
 
-def _clone(url: str, mirror: Path, settings: Settings) -> str:
+def _list_config(mirror: Path) -> list[tuple[str, str]] | None:
+    proc = git("config", "--file", str(mirror / "config"), "--null", "--list", check=False)
+    if proc.returncode != 0:
+        return None
+    return [(k, v) for k, _, v in (e.partition("\n") for e in proc.stdout.split("\0")) if k]
+
+
+def _last_values(entries: list[tuple[str, str]]) -> dict[str, str]:
+    return {key: value for key, value in entries}  # a later value of a key wins, as in git
+
+
+def resolve(repo: Path, names: tuple[str, ...], settings: Settings) -> dict[str, str | None]:
+    """The object each name resolves to (None: none), in one ``git cat-file --batch-check``.
+    Names come on stdin, one a line, never as options; callers pass validated refs only."""
+    if not names:
+        return {}
+    assert all("\n" not in n for n in names)
+    out = git("cat-file", "--batch-check=%(objectname)", cwd=repo, settings=settings,
+              input="".join(f"{n}\n" for n in names)).stdout.splitlines()
+    return {n: (line if re.fullmatch(r"[0-9a-f]{40,64}", line or "") else None)
+            for n, line in zip(names, out + [""] * (len(names) - len(out)))}
+
+
+def _clone(url: str, mirror: Path, settings: Settings, refs: tuple[str, ...] = ()) -> Mirror:
     tmp = mirror.with_name(mirror.name + ".tmp")
     remove_tree(tmp)
     try:
         git("init", "-q", "--bare", "--", str(tmp), settings=settings)
         git("remote", "add", "origin", "--", url, cwd=tmp, settings=settings)
-        _fetch(url, tmp, settings, set_head=True)
+        resolved = _fetch(url, tmp, settings, refs, set_head=True)
+        config = _last_values(_list_config(tmp) or [])
     except BaseException:
         remove_tree(tmp)
         raise
     remove_tree(mirror)
     os.rename(tmp, mirror)
     log.info("mirror_cloned", mirror=mirror.name, repo=display_url(url))
-    return "cloned"
+    return Mirror("cloned", config, resolved)
 
 
-def _fetch(url: str, mirror: Path, settings: Settings, *, set_head: bool = False) -> None:
+_ORIGIN_HEAD = "refs/remotes/origin/HEAD^{commit}"
+
+
+def _fetch(url: str, mirror: Path, settings: Settings, refs: tuple[str, ...] = (), *,
+           set_head: bool = False) -> dict[str, str | None]:
+    """Fetch; return what ``refs`` and the remote's HEAD resolve to (one process)."""
     for attempt in retrying(settings, "fetch", url):
         with attempt:
             git("fetch", "-q", "--prune", "--tags", "origin", cwd=mirror, settings=settings,
                 with_token=True)
-    head = git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}",
-               cwd=mirror, settings=settings, check=False)
-    if set_head or head.returncode != 0:
+    names = (_ORIGIN_HEAD, *refs)
+    resolved = resolve(mirror, names, settings)
+    if set_head or resolved[_ORIGIN_HEAD] is None:
         # Which branch is the remote's HEAD: asked on clone, and again when the branch it
         # named was pruned (a renamed default branch).
         for attempt in retrying(settings, "set-head", url):
             with attempt:
                 git("remote", "set-head", "origin", "--auto", cwd=mirror, settings=settings,
                     with_token=True)
-        git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}", cwd=mirror,
-            settings=settings)
+        resolved = resolve(mirror, names, settings)
+        if resolved[_ORIGIN_HEAD] is None:
+            git("rev-parse", "--verify", "-q", _ORIGIN_HEAD, cwd=mirror, settings=settings)
+            raise GitFailed(["rev-parse", _ORIGIN_HEAD], 1, "origin/HEAD names no commit", "other")
+    return resolved
 
 
 def repair_config(mirror: Path, url: str | None = None) -> list[str]:
     """Remove config the runner did not write (hooks, filters, helpers, includes …) and
     restore the remote's URL and refspec: an agent shares this user's files."""
+    return _repair(mirror, url, _list_config(mirror) or [])[1]
+
+
+def _repair(mirror: Path, url: str | None,
+            entries: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """repair_config on entries already listed: the entries after it, the keys removed."""
     config = mirror / "config"
-    proc = git("config", "--file", str(config), "--null", "--list", check=False)
     expected = {"remote.origin.fetch": ORIGIN_REFSPEC}
     if url is not None:
         expected["remote.origin.url"] = url
     removed: list[str] = []
-    for entry in proc.stdout.split("\0"):
-        key, _, value = entry.partition("\n")
+    for key, value in entries:
         bad_value = key.lower() in expected and value != expected[key.lower()]
         if key and (bad_value or not _ALLOWED_CONFIG.match(key.lower())) and key not in removed:
             git("config", "--file", str(config), "--unset-all", "--", key, check=False)
             removed.append(key)
+    kept = [(k, v) for k, v in entries if k not in removed]
     for key in expected:
         if key in removed:
             git("config", "--file", str(config), "--", key, expected[key])
+            kept.append((key, expected[key]))
     if removed:
         log.warning("mirror_config_repaired", mirror=mirror.name, removed=removed)
-    return removed
+    return kept, removed
 
 
 def mirrors(cache_dir: Path) -> list[Path]:

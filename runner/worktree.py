@@ -72,22 +72,26 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     # An agent under a uid of its own gets a clone it owns (runner/clone.py); one that shares
     # the runner's uid could write the mirror anyway, so it gets the cheaper worktree.
     own_clone = settings.agent.isolated
+    candidates = _base_candidates(base_ref)
+    local_ref, remote_ref = f"refs/heads/{branch}^{{commit}}", f"refs/remotes/origin/{branch}^{{commit}}"
     with repo_cache.locked(mirror, settings):
-        action = repo_cache.ensure_mirror(url, mirror, settings)
+        # The fetch, then every ref this job asks about resolved in one git process.
+        ready = repo_cache.prepare_mirror(url, mirror, settings,
+                                          (*candidates, local_ref, remote_ref))
+        action = ready.action
         try:
             # Stale worktree registrations are pruned by the sweep before each claim
             # (runner/sweep.py), and here only when `worktree add` trips over one.
-            base_commit = _resolve_base(mirror, base_ref, url, settings)
-            start, base_commit = _claim_branch(mirror, branch, job_id, base_commit, push,
-                                               continuing, settings)
+            base_commit = _resolve_base(ready, candidates, base_ref, url)
+            start, base_commit = _claim_branch(
+                mirror, branch, job_id, base_commit, push, continuing, settings,
+                local=ready.refs[local_ref], remote=ready.refs[remote_ref],
+                owner=ready.config.get(f"branch.{branch}.runnerjob", ""))
             if own_clone:
                 git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
             else:
                 _add_worktree(mirror, branch, work, start, settings)
-            config = str(mirror / "config")
-            git("config", "--file", config, "--", f"branch.{branch}.runnerjob", job_id)
-            git("config", "--file", config, "--", f"branch.{branch}.runnercreated",
-                str(int(time.time())))
+            _record_branch(mirror, branch, job_id, ready.config, settings)
         except GitFailed as exc:
             raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
     log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch,
@@ -114,21 +118,46 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     return ws
 
 
-def _resolve_base(mirror: Path, base_ref: str | None, url: str, settings: Settings) -> str:
+def _base_candidates(base_ref: str | None) -> tuple[str, ...]:
+    """What the base may name, in the order tried: a remote branch, a tag, a commit."""
     if base_ref is None:
-        candidates = ["refs/remotes/origin/HEAD"]
-    else:
-        candidates = [f"refs/remotes/origin/{base_ref}", f"refs/tags/{base_ref}"]
-        if re.fullmatch(r"[0-9a-f]{7,40}", base_ref):
-            candidates.append(base_ref)
-    for ref in candidates:
-        proc = git("rev-parse", "--verify", "-q", "--end-of-options", f"{ref}^{{commit}}",
-                   cwd=mirror, settings=settings, check=False)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
+        return ("refs/remotes/origin/HEAD^{commit}",)
+    candidates = [f"refs/remotes/origin/{base_ref}^{{commit}}", f"refs/tags/{base_ref}^{{commit}}"]
+    if re.fullmatch(r"[0-9a-f]{7,40}", base_ref):
+        candidates.append(f"{base_ref}^{{commit}}")
+    return tuple(candidates)
+
+
+def _resolve_base(ready: repo_cache.Mirror, candidates: tuple[str, ...], base_ref: str | None,
+                  url: str) -> str:
+    for name in candidates:
+        if ready.refs.get(name):
+            return ready.refs[name]  # type: ignore[return-value]
     raise InvalidRef(f"base_ref {base_ref or 'HEAD'!r} is not a branch, tag or commit of "
                      f"{inputs.display_url(url)}")
 
+
+def _record_branch(mirror: Path, branch: str, job_id: str, config: dict[str, str],
+                   settings: Settings) -> None:
+    """``branch.<name>.runnerjob`` (which job made it: a retry may reset it) and
+    ``.runnercreated`` (its age, for the sweep), as one section appended to the mirror's
+    config, not two ``git config`` processes on the path to the agent's start. Under the
+    mirror lock; a section an earlier job left is removed first (one process, then only).
+    The branch's characters (inputs.check_ref) need no quoting in a subsection name."""
+    path = mirror / "config"
+    if f"branch.{branch}.runnerjob" in config or f"branch.{branch}.runnercreated" in config:
+        git("config", "--file", str(path), "--remove-section", "--", f"branch.{branch}",
+            check=False)
+    assert inputs.branch_name_ok(branch) and '"' not in branch and "\\" not in branch
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        newline = b""
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            newline = b"" if f.read(1) == b"\n" else b"\n"
+        f.write(newline + (f'[branch "{branch}"]\n\trunnerjob = {job_id}\n'
+                           f"\trunnercreated = {int(time.time())}\n").encode())
 
 
 # What a previous attempt leaves in the job directory that the next one keeps: the
@@ -156,18 +185,18 @@ def _clear_previous_attempt(job_dir: Path) -> None:
 
 
 def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
-                  continuing: bool, settings: Settings) -> tuple[str, str]:
+                  continuing: bool, settings: Settings, *, local: str | None,
+                  remote: str | None, owner: str) -> tuple[str, str]:
     """Check the branch may be used; return the commit the worktree starts from, and the
-    base this job's own commits count from (an earlier job's head on a shared branch)."""
-    local = rev(mirror, f"refs/heads/{branch}", settings)
+    base this job's own commits count from (an earlier job's head on a shared branch).
+    ``local``/``remote``: the branch's commit in the mirror and on the remote (None: no
+    such branch); ``owner``: the job that made it (branch.<name>.runnerjob)."""
     start = base
     if local is not None:
         user = _worktree_of(mirror, branch, settings)
         if user is not None:
             raise BranchConflict(f"branch {branch!r} is checked out in another job's worktree "
                                  f"({user}); choose another branch")
-        owner = git("config", "--file", str(mirror / "config"), "--get", "--",
-                    f"branch.{branch}.runnerjob", check=False).stdout.strip()
         extra = _count(mirror, f"{base}..{local}", settings)
         if owner == job_id and continuing:
             # An earlier attempt's work (its commits and the runner's leftover commit) is
@@ -187,7 +216,6 @@ def _claim_branch(mirror: Path, branch: str, job_id: str, base: str, push: bool,
                 f"branch {branch!r} already exists in the runner's cache with {extra} "
                 f"commit(s) the base lacks, made by something other than the runner; choose "
                 f"another branch, or push that work and give its branch as base_ref to build on it")
-    remote = rev(mirror, f"refs/remotes/origin/{branch}", settings)
     if push and remote is not None and _count(mirror, f"{base}..{remote}", settings):
         raise BranchConflict(
             f"branch {branch!r} already exists on the remote with commits the base lacks, so "

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
+import subprocess
 import uuid
 
 import pytest
 from gitkit import settings
 
 from runner.errors import InvalidRef, InvalidRepository
-from runner.inputs import (UnsafePath, check_ref, check_repo_url, display_url,
+from runner.inputs import (UnsafePath, branch_name_ok, check_ref, check_repo_url, display_url,
                            escaping_symlinks, job_dir)
 
 
@@ -92,6 +95,42 @@ def test_good_refs(name):
 def test_bad_refs(name, why):
     with pytest.raises(InvalidRef, match=why):
         check_ref(name, "branch")
+
+
+def _ref_names() -> list[str]:
+    """Every name of up to 3 characters from characters that matter to git's rules,
+    longer names built from the tricky pieces, and random ones (~1500 names)."""
+    alphabet = "a./-@{:"
+    names = ["".join(p) for n in range(1, 4) for p in itertools.product(alphabet, repeat=n)]
+    pieces = ["a", ".", "/", ".lock", "-", "@{", "x.lock/", ".a", "+"]
+    names += ["".join(p) for p in itertools.product(pieces, repeat=3)]
+    rnd = random.Random(17)
+    names += ["".join(rnd.choice("ab./-_+0") for _ in range(rnd.randint(1, 12)))
+              for _ in range(400)]
+    return sorted({n for n in names if "\n" not in n})
+
+
+def test_branch_rules_agree_with_git_check_ref_format():
+    # What check_ref accepts is what `git check-ref-format --branch` accepts (git is the
+    # authority; the Python check saves a process per job). Names outside the allowed
+    # characters are refused by both, or by check_ref's own stricter set.
+    names = _ref_names()
+    script = 'for n in "$@"; do git check-ref-format --branch "$n" >/dev/null 2>&1; echo $?; done'
+    codes = []
+    for i in range(0, len(names), 500):
+        chunk = names[i:i + 500]
+        out = subprocess.run(["bash", "-c", script, "-", *chunk], capture_output=True,
+                             text=True, check=True).stdout.split()
+        codes += [c == "0" for c in out]
+    assert len(codes) == len(names)
+    wrong = [n for n, git_ok in zip(names, codes) if branch_name_ok(n) and not git_ok]
+    assert wrong == []  # nothing git refuses gets through
+    # and within the allowed characters, nothing git accepts is refused
+    allowed = set("abL._/+-0k")
+    too_strict = [n for n, git_ok in zip(names, codes)
+                  if git_ok and not branch_name_ok(n) and set(n) <= allowed
+                  and n[0] not in "._/+-" and n != "HEAD"]
+    assert too_strict == []
 
 
 def test_job_dir(tmp_path):

@@ -31,6 +31,19 @@ def test_claim_honours_run_after_and_queues(queue):
     assert queue.get(later["id"])["status"] == "queued"
 
 
+def test_the_claim_says_running_with_its_job_on_the_workers_row(queue):
+    # `runner workers` shows what a worker runs from its claim on (no statement of its own).
+    queue.worker_seen("starting", queues=["default"])
+    job = queue.enqueue(prompt="x")
+    queue.claim(["default"], 60)
+    row = next(w for w in queue.workers() if w["id"] == "test-worker")
+    assert row["state"] == "running" and row["current_job"] == job["id"]
+    assert row["queues"] == ["default"]
+    assert queue.claim(["default"], 60) is None  # an empty claim changes nothing
+    row = next(w for w in queue.workers() if w["id"] == "test-worker")
+    assert row["state"] == "running" and row["current_job"] == job["id"]
+
+
 def test_claim_sets_owner_token_lease_and_counts_the_attempt(queue):
     job = queue.enqueue(prompt="x")
     claim = queue.claim(["default"], 60)

@@ -14,7 +14,7 @@ from tests.conftest import REPO, make_git_repo
 from gitkit import commit, free_port, settings
 from structlog.testing import capture_logs
 
-from runner import repo_cache
+from runner import gitfiles, repo_cache
 from runner.errors import RepositoryUnavailable
 from runner.gitcmd import git
 
@@ -108,7 +108,7 @@ HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from runner import repo_cache
+    from runner import gitfiles, repo_cache
     sys.path.insert(0, {tests!r})
     from gitkit import settings
     s = settings(Path({tmp!r}))
@@ -144,7 +144,7 @@ def test_two_workers_clone_a_mirror_only_once(tmp_path, origin):
         sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]
         from pathlib import Path
         from gitkit import settings
-        from runner import repo_cache
+        from runner import gitfiles, repo_cache
         s = settings(Path({str(tmp_path)!r}))
         url = {origin!r}
         mirror = repo_cache.mirror_dir(s.cache_dir, url)
@@ -155,3 +155,53 @@ def test_two_workers_clone_a_mirror_only_once(tmp_path, origin):
              for _ in range(3)]
     results = sorted(p.communicate(timeout=60)[0].split()[-1] for p in procs)
     assert results == ["cloned", "fetched", "fetched"]
+
+
+def test_planted_config_in_plain_form_is_removed_too(tmp_path, origin):
+    # The Python reader of a plain config (no git process per job) sees what git sees.
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+    with (mirror / "config").open("a") as f:
+        f.write("[core]\n\tfsmonitor = true\n[Filter \"evil\"]\n\tSmudge = cat\n")
+    with capture_logs() as logs:
+        assert _ensure(origin, s)[0] == "fetched"
+    listed = git("config", "--file", str(mirror / "config"), "--list").stdout
+    assert "fsmonitor" not in listed and "evil" not in listed
+    assert any(e["event"] == "mirror_config_repaired" for e in logs)
+
+
+@pytest.mark.parametrize("text", [
+    "[core]\n\tbare = true\n[remote \"origin\"]\n\turl = file:///x/y.git\n",
+    "[Core]\n\tBare = true\n\n  [branch \"runner/A.b\"]\n\trunnerjob = 1\n\trunnerjob = 2\n",
+    "[core]\n\tbare = true # a comment\n", "[core]\n\tbare = \"true\"\n",
+    "[core]\n\tbare = tr\\\nue\n", "[core]\n\tbare\n", "[core.x]\n\ta = b\n",
+    "[core]\n\thooksPath = /tmp/a;b\n", "[include]\n\tpath = /tmp/x\n", "\ta = b\n",
+    "[core] bare = true\n", "[branch \"a\\\"b\"]\n\tx = 1\n",
+])
+def test_plain_config_reader_agrees_with_git(tmp_path, text):
+    path = tmp_path / "config"
+    path.write_text(text)
+    plain = gitfiles.plain_config(path)
+    if plain is not None:  # None: git reads it instead
+        proc = git("config", "--file", str(path), "--null", "--list")
+        assert plain == [tuple(e.split("\n", 1)) for e in proc.stdout.split("\0") if e]
+
+
+def test_origin_head_read_from_the_files_agrees_with_git(tmp_path, origin):
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+
+    def git_says():
+        return git("rev-parse", "--verify", "-q", "refs/remotes/origin/HEAD^{commit}",
+                   cwd=mirror, check=False).returncode == 0
+    assert gitfiles.origin_head_present(mirror) and git_says()  # in a pack, packed or loose ref
+    git("pack-refs", "--all", cwd=mirror)
+    assert gitfiles.origin_head_present(mirror) and git_says()
+    head = commit(Path(origin.removeprefix("file://")), {"b.txt": "b"})
+    _ensure(origin, s)  # a small fetch: its objects loose
+    assert (mirror / "objects" / head[:2] / head[2:]).is_file()
+    assert gitfiles.origin_head_present(mirror) and git_says()
+    # An object store without the commit: neither says it is there.
+    shutil.rmtree(mirror / "objects")
+    (mirror / "objects").mkdir()
+    assert not gitfiles.origin_head_present(mirror) and not git_says()

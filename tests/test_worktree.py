@@ -166,3 +166,27 @@ def test_a_registration_left_behind_gits_back_is_pruned_when_in_the_way(tmp_path
     listed = subprocess.run(["git", "-C", str(again.mirror), "worktree", "list", "--porcelain"],
                             capture_output=True, text=True, check=True).stdout
     assert listed.count(f"worktree {again.path}") == 1
+
+
+def test_the_branch_record_is_one_section_whoever_wrote_it_before(tmp_path):
+    # _record_branch appends in Python; what git reads back is one value per key, the
+    # latest job's, also after a section of an earlier job and a file without a final newline.
+    from gitkit import settings
+
+    from runner import worktree
+
+    mirror = tmp_path / "m.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
+    config = mirror / "config"
+    config.write_text(config.read_text().rstrip("\n"))
+    s = settings(tmp_path)
+    worktree._record_branch(mirror, "runner/ab.c", "job-1", {}, s)
+    listed = dict(repo_cache._list_config(mirror))
+    worktree._record_branch(mirror, "runner/ab.c", "job-2", listed, s)
+
+    def values(key):
+        return subprocess.run(["git", "config", "--file", str(config), "--get-all", key],
+                              capture_output=True, text=True).stdout.split()
+    assert values("branch.runner/ab.c.runnerjob") == ["job-2"]
+    assert len(values("branch.runner/ab.c.runnercreated")) == 1
+    assert values("core.bare") == ["true"]

@@ -82,7 +82,8 @@ RETURNING job_id;
 -- wait. `active` is kept by the trigger on jobs (migration 0004), so it counts every claim
 -- committed before ours. A claim that loses that race claims nothing and says so
 -- (candidates = 1); Queue.claim then runs the statement again with a fresh snapshot.
--- Its COMMIT does not wait for the WAL flush (no_flush; why: Queue.claim).
+-- Its COMMIT does not wait for the WAL flush (no_flush; why: Queue.claim). The claiming
+-- worker's row says "running" with the job (presence), in the same statement.
 WITH no_flush AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true)
 ), candidate AS (
@@ -136,6 +137,13 @@ WITH no_flush AS MATERIALIZED (
     SELECT id, %(worker_id)s, 'claimed',
            jsonb_build_object('attempt', attempts, 'max_attempts', max_attempts)
     FROM claimed
+), presence AS (
+    -- `runner workers` shows the job at once: the worker's row (written "starting" at the
+    -- iteration's start) changes in the claim's own transaction, not in a statement of its
+    -- own between the claim and the agent's start (benchmarks/agent_start.py).
+    UPDATE workers w SET state = 'running', current_job = claimed.id, last_seen_at = now()
+    FROM claimed
+    WHERE w.id = %(worker_id)s
 )
 SELECT claimed.*, (SELECT count(*) FROM candidate) AS candidates
 -- no_flush referenced, or PostgreSQL never evaluates it
