@@ -27,7 +27,14 @@ from runner.jsonl import json_event
 PAD = " " * (len(clock_time(datetime.now(timezone.utc))) + 1)
 # An agent's line as the runner wrote it (runner/logs.py): "[agent <when>] <line>" for
 # stdout, "[agent stderr <when>] <line>"; older logs have no time ("[agent stderr] …").
-_AGENT_LINE = re.compile(r"^\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?(.*)$", re.S)
+# The prefix only: the rest of the line is sliced off after it, not matched by `.*`
+# and copied into a group (a pass over every byte of a line that may be megabytes).
+_AGENT_LINE = re.compile(r"\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?")
+# A Claude Code user event whose content is a list of blocks (compact JSON, as the CLI
+# writes it): the tool results that come back after every tool call, the commonest and
+# biggest lines of a long run. Such an event shows nothing unless a block is an error or
+# a text block (Renderer._claude_user), so a line that has neither key is not parsed.
+_CLAUDE_TOOL_RESULTS = '{"type":"user","message":{"role":"user","content":['
 _TEXT_MAX = 4000
 _ARG_MAX = 200
 _HIDDEN_KEYS = {"timestamp", "level", "event", "worker_id", "job_id", "exception"}
@@ -137,11 +144,13 @@ class Renderer:
         out = []
         when = None
         if raw[:1] == "[" and (agent := _AGENT_LINE.match(raw)) is not None:
-            stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), agent.group(3)
+            stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), raw[agent.end():]
             if stderr:
                 raw = f"[agent stderr] {raw}"
         if raw.startswith("[agent stderr] "):
             out = [f"{PAD}{raw}"]
+        elif raw.startswith(_CLAUDE_TOOL_RESULTS) and self._quiet_tool_results(raw):
+            self.agent = "claude"
         else:
             event = json_event(raw)
             if event is None:
@@ -157,6 +166,16 @@ class Renderer:
         if self._delta and not self._was_delta:
             out = self.flush() + out
         return out
+
+    def _quiet_tool_results(self, raw: str) -> bool:
+        """True when this Claude user event would render nothing: no block is an error, none
+        is text, and the line is a whole object. The keys are looked for as JSON structure:
+        inside a string their quotes are escaped (\\"is_error\\"), so tool output that
+        mentions them does not match — it can only make the line be parsed after all. Any
+        other spelling ("is_error": true, with a space) is parsed too."""
+        return (self._agent in ("agent", "claude") and raw.endswith("}")
+                and '"type":"text"' not in raw
+                and raw.count('"is_error"') == raw.count('"is_error":false'))
 
     def closing(self) -> list[str]:
         """Lines for the end of the log: the last run's warnings, once more."""
