@@ -124,6 +124,14 @@ class Renderer:
         self._delta: list[str] = []
         self._was_delta = False
         self.warnings: list[str] = []  # repeated at the end of `runner logs`
+        # RUNNER_TIME_ZONE read once, not at every line's stamp (os.environ per call)
+        self._utc = not shown_local()
+
+    def _time(self, value: Any) -> str | None:
+        """hhmmss, with the zone setting as it was when this renderer began."""
+        if self._utc and isinstance(value, str) and (stamp := _UTC_STAMP.fullmatch(value)):
+            return stamp[1] + "Z"
+        return hhmmss(value)
 
     @property
     def agent(self) -> str:
@@ -144,7 +152,7 @@ class Renderer:
         out = []
         when = None
         if raw[:1] == "[" and (agent := _AGENT_LINE.match(raw)) is not None:
-            stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), raw[agent.end():]
+            stderr, when, raw = agent.group(1), self._time(agent.group(2)), raw[agent.end():]
             if stderr:
                 raw = f"[agent stderr] {raw}"
         if raw.startswith("[agent stderr] "):
@@ -193,7 +201,7 @@ class Renderer:
     # -- the runner's own lines ----------------------------------------------------------
 
     def runner(self, e: dict[str, Any]) -> list[str]:
-        when = hhmmss(e.get("timestamp")) or PAD[:-1]
+        when = self._time(e.get("timestamp")) or PAD[:-1]
         head = f"{when} {str(e.get('level', '')):<7} {e.get('event')}"
         rest = " ".join(kv(k, v) for k, v in e.items() if k not in _HIDDEN_KEYS)
         out = [f"{head} {rest}".rstrip()]
