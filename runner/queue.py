@@ -42,9 +42,8 @@ def queries() -> dict[str, str]:
 
 
 def _without_comment_lines(body: str) -> str:
-    """The statement without its whole-line comments (the why stays in queries.sql): psycopg
-    caches its conversion of a query only up to 4 096 characters, and the claim's comments
-    made it longer, so every claim was split and converted again on the client."""
+    """Without whole-line comments: psycopg caches a query's conversion only up to 4 096
+    characters, which the claim passed with its comments."""
     return "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
 
 
@@ -151,9 +150,8 @@ class Queue:
                 cur.execute(statement, params)
                 sets = []
                 while True:
-                    # pgresult, not cursor.description: that builds a Column object per
-                    # column (the claim's row has ~35) at every call, a fifth of the
-                    # client's CPU in a claim + finish loop.
+                    # pgresult, not cursor.description (a Column object per column
+                    # at every call: a fifth of the client's CPU in claim + finish)
                     result = cur.pgresult
                     sets.append(cur.fetchall() if result is not None and result.nfields else [])
                     if not cur.nextset():
@@ -166,17 +164,11 @@ class Queue:
             raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
     def _announced(self, name: str, **params: Any) -> bool:
-        """A status change of ours, durable on return, in one round trip: its own COMMIT
-        does not wait for the disk while it holds the notify lock (queries.sql, flush_wal);
-        flush_wal's, the next transaction of the same message, does.
-
-        One simple-protocol message (ClientCursor binds the values on the client, which is
-        what lets one execute carry several statements): `change; COMMIT; flush_wal`. The
-        COMMIT ends the message's implicit transaction, so the flush is a transaction of its
-        own, as PostgreSQL's protocol documents for a COMMIT inside a multi-statement Query;
-        when the change fails, the rest of the message is skipped and its transaction rolled
-        back. Was: two round trips (the change, then flush_wal), three per claimed job with
-        the claim — and the client's CPU per statement, not the lock, was the limit."""
+        """A status change of ours, durable on return, in one round trip: one message
+        `change; COMMIT; flush_wal` (a ClientCursor: one execute may then hold several
+        statements). The change's COMMIT does not wait for the disk while it holds the
+        notify lock (queries.sql, flush_wal); the flush, a transaction of its own after
+        that COMMIT, does. A failing change skips the rest and is rolled back."""
         statement = f"{queries()[name]};\nCOMMIT;\n{queries()['flush_wal']}"
         changed, _commit, flushed = self._execute(name, statement, params, psycopg.ClientCursor)
         self.flushed_to = flushed[0]["lsn"]  # where the WAL is on disk up to (tests, debugging)

@@ -176,11 +176,9 @@ class Renderer:
         return out
 
     def _quiet_tool_results(self, raw: str) -> bool:
-        """True when this Claude user event would render nothing: no block is an error, none
-        is text, and the line is a whole object. The keys are looked for as JSON structure:
-        inside a string their quotes are escaped (\\"is_error\\"), so tool output that
-        mentions them does not match — it can only make the line be parsed after all. Any
-        other spelling ("is_error": true, with a space) is parsed too."""
+        """This Claude user event renders nothing: no error block, no text block. Inside a
+        string the keys' quotes are escaped, so only JSON structure matches; any other
+        spelling ("is_error": true) is parsed after all."""
         return (self._agent in ("agent", "claude") and raw.endswith("}")
                 and '"type":"text"' not in raw
                 and raw.count('"is_error"') == raw.count('"is_error":false'))
