@@ -169,6 +169,9 @@ class Queue:
         statements). The change's COMMIT does not wait for the disk while it holds the
         notify lock (queries.sql, flush_wal); the flush, a transaction of its own after
         that COMMIT, does. A failing change skips the rest and is rolled back."""
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # inside a caller's transaction: its COMMIT is the caller's, not ours to send
+            return bool(self._run(name, **params))
         statement = f"{queries()[name]};\nCOMMIT;\n{queries()['flush_wal']}"
         changed, _commit, flushed = self._execute(name, statement, params, psycopg.ClientCursor)
         self.flushed_to = flushed[0]["lsn"]  # where the WAL is on disk up to (tests, debugging)

@@ -213,3 +213,11 @@ def test_a_failed_status_change_leaves_the_connection_usable_and_nothing_changed
 def int_lsn(lsn: str) -> int:
     high, low = str(lsn).split("/")
     return (int(high, 16) << 32) + int(low, 16)
+
+
+def test_a_status_change_inside_a_callers_transaction_is_the_callers_to_commit(queue):
+    queue.enqueue(prompt="a")
+    claim = queue.claim(["default"], 60)
+    with queue.conn.transaction(force_rollback=True):
+        assert queue.finish(claim, "succeeded", result={})
+    assert queue.get(claim.id)["status"] == "claimed"
