@@ -1,6 +1,7 @@
 """`runner logs`: rendering a big job log, and how soon `-f` shows an appended line.
 
     python benchmarks/logs_view.py [--mb 100] [--runs 3] [--lines 50] [--baseline REV]
+                                   [--shape repeated|long-run]
 
 Builds a run log of ``--mb`` MB from the captured Claude Code stream of a tool-using run
 (tests/fixtures/claude/success_write_tool.stdout.jsonl, repeated, with runner log lines
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import select
 import statistics
 import subprocess
@@ -41,20 +41,31 @@ BASELINE = ("import json,sys\n"
             "        except ValueError: pass\n")
 
 
-def build_log(root: Path, megabytes: int) -> Path:
+def build_log(root: Path, megabytes: int, shape: str = "repeated") -> Path:
+    """``repeated``: the whole captured run (init, tool call, tool result, text, result)
+    again and again, a runner line before each — init and result are a sixth of the lines
+    each. ``long-run``: one run that goes on: init once, then the capture's tool call and
+    tool result again and again (a runner line every 100 turns), its text and result once
+    at the end — the shape of a real long job's log."""
     runs, jobs = root / "logs" / "runs", root / "logs" / "jobs"
     runs.mkdir(parents=True)
     jobs.mkdir()
     events = [line for line in FIXTURE.read_text().splitlines() if line.strip()]
     runner_line = json.dumps({"timestamp": "2026-12-02T18:00:00.000000Z", "level": "info",
                               "event": "heartbeat", "job_id": JOB_ID})
-    block = "\n".join([runner_line, *events]) + "\n"
+    if shape == "long-run":
+        head, tail = "\n".join([runner_line, events[0]]) + "\n", "\n".join(events[3:]) + "\n"
+        block = "\n".join([runner_line, *events[1:3] * 100]) + "\n"
+    else:
+        head, tail, block = "", "", "\n".join([runner_line, *events]) + "\n"
     path = runs / "20261202T180000Z-1.log"
     with open(path, "w") as fh:
-        written = 0
+        fh.write(head)
+        written = len(head) + len(tail)
         while written < megabytes * 1_000_000:
             fh.write(block)
             written += len(block)
+        fh.write(tail)
     (jobs / f"{JOB_ID}.log").symlink_to(f"../runs/{path.name}")
     return path
 
@@ -129,14 +140,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--lines", type=int, default=50)
     ap.add_argument("--baseline", metavar="REV", help="also measure runner logs of this git revision")
+    ap.add_argument("--shape", choices=("repeated", "long-run"), default="repeated",
+                    help="what the log holds (build_log)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        log = build_log(root, args.mb)
+        log = build_log(root, args.mb, args.shape)
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RUNNER_DATABASE_URL")}
         env.update({"RUNNER_LOG_DIR": str(root / "logs"), "PYTHONPATH": str(REPO)})
         size = log.stat().st_size / 1e6
-        print(f"log of {size:.0f} MB ({sum(1 for _ in open(log)):,} lines); load "
+        print(f"log of {size:.0f} MB, {args.shape} ({sum(1 for _ in open(log)):,} lines); load "
               f"{os.getloadavg()[0]:.2f}; {args.runs} interleaved runs each")
         commands = {"runner logs ID": [sys.executable, "-m", "runner", "logs", JOB_ID],
                     "json.loads of every line": [sys.executable, "-c", BASELINE, str(log)]}

@@ -27,7 +27,14 @@ from runner.jsonl import json_event
 PAD = " " * (len(clock_time(datetime.now(timezone.utc))) + 1)
 # An agent's line as the runner wrote it (runner/logs.py): "[agent <when>] <line>" for
 # stdout, "[agent stderr <when>] <line>"; older logs have no time ("[agent stderr] …").
-_AGENT_LINE = re.compile(r"^\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?(.*)$", re.S)
+# The prefix only: the rest of the line is sliced off after it, not matched by `.*`
+# and copied into a group (a pass over every byte of a line that may be megabytes).
+_AGENT_LINE = re.compile(r"\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?")
+# A Claude Code user event whose content is a list of blocks (compact JSON, as the CLI
+# writes it): the tool results that come back after every tool call, the commonest and
+# biggest lines of a long run. Such an event shows nothing unless a block is an error or
+# a text block (Renderer._claude_user), so a line that has neither key is not parsed.
+_CLAUDE_TOOL_RESULTS = '{"type":"user","message":{"role":"user","content":['
 _TEXT_MAX = 4000
 _ARG_MAX = 200
 _HIDDEN_KEYS = {"timestamp", "level", "event", "worker_id", "job_id", "exception"}
@@ -117,6 +124,14 @@ class Renderer:
         self._delta: list[str] = []
         self._was_delta = False
         self.warnings: list[str] = []  # repeated at the end of `runner logs`
+        # RUNNER_TIME_ZONE read once, not at every line's stamp (os.environ per call)
+        self._utc = not shown_local()
+
+    def _time(self, value: Any) -> str | None:
+        """hhmmss, with the zone setting as it was when this renderer began."""
+        if self._utc and isinstance(value, str) and (stamp := _UTC_STAMP.fullmatch(value)):
+            return stamp[1] + "Z"
+        return hhmmss(value)
 
     @property
     def agent(self) -> str:
@@ -137,11 +152,13 @@ class Renderer:
         out = []
         when = None
         if raw[:1] == "[" and (agent := _AGENT_LINE.match(raw)) is not None:
-            stderr, when, raw = agent.group(1), hhmmss(agent.group(2)), agent.group(3)
+            stderr, when, raw = agent.group(1), self._time(agent.group(2)), raw[agent.end():]
             if stderr:
                 raw = f"[agent stderr] {raw}"
         if raw.startswith("[agent stderr] "):
             out = [f"{PAD}{raw}"]
+        elif raw.startswith(_CLAUDE_TOOL_RESULTS) and self._quiet_tool_results(raw):
+            self.agent = "claude"
         else:
             event = json_event(raw)
             if event is None:
@@ -157,6 +174,14 @@ class Renderer:
         if self._delta and not self._was_delta:
             out = self.flush() + out
         return out
+
+    def _quiet_tool_results(self, raw: str) -> bool:
+        """This Claude user event renders nothing: no error block, no text block. Inside a
+        string the keys' quotes are escaped, so only JSON structure matches; any other
+        spelling ("is_error": true) is parsed after all."""
+        return (self._agent in ("agent", "claude") and raw.endswith("}")
+                and '"type":"text"' not in raw
+                and raw.count('"is_error"') == raw.count('"is_error":false'))
 
     def closing(self) -> list[str]:
         """Lines for the end of the log: the last run's warnings, once more."""
@@ -174,7 +199,7 @@ class Renderer:
     # -- the runner's own lines ----------------------------------------------------------
 
     def runner(self, e: dict[str, Any]) -> list[str]:
-        when = hhmmss(e.get("timestamp")) or PAD[:-1]
+        when = self._time(e.get("timestamp")) or PAD[:-1]
         head = f"{when} {str(e.get('level', '')):<7} {e.get('event')}"
         rest = " ".join(kv(k, v) for k, v in e.items() if k not in _HIDDEN_KEYS)
         out = [f"{head} {rest}".rstrip()]

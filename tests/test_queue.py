@@ -5,7 +5,9 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import psycopg
+import pytest
 
+from runner.errors import DatabaseWriteFailed
 from runner.queue import Queue
 
 
@@ -168,39 +170,67 @@ def test_a_claim_is_visible_to_others_and_later_writes_stay_durable(queue, db_ur
 
 def test_a_status_change_is_flushed_to_disk_before_it_returns_and_still_announced(queue, db_url):
     """mark_running, finish and requeue COMMIT without waiting for the disk (so their NOTIFY
-    does not hold PostgreSQL's notify lock through a flush); flush_wal makes them durable
-    before the method returns — and only when something changed."""
-    ran, written_up_to = [], {}
-    run = queue._run
+    does not hold PostgreSQL's notify lock through a flush); flush_wal, the next transaction
+    of the same round trip, makes them durable before the method returns."""
+    sent, before, flushed_to = [], {}, {}
+    execute = queue._execute
 
-    def spy(name, **params):
-        rows = run(name, **params)
-        ran.append(name)
-        if name in ("mark_running", "finish", "requeue") and rows:
-            written_up_to[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
-        return rows
+    def spy(name, statement, params, *args):
+        sent.append(name)
+        if name in ("mark_running", "finish", "requeue") and name not in before:
+            before[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
+        return execute(name, statement, params, *args)
 
-    queue._run = spy
+    def flushed_after(name, changed):
+        flushed_to[name] = queue.flushed_to
+        return changed
+
+    queue._execute = spy
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("LISTEN runner_jobs")
         queue.enqueue(prompt="a")
         queue.enqueue(prompt="b")
         first = queue.claim(["default"], 60)
-        assert queue.mark_running(first, "/w")
-        assert queue.finish(first, "succeeded", result={})
+        assert flushed_after("mark_running", queue.mark_running(first, "/w"))
+        assert flushed_after("finish", queue.finish(first, "succeeded", result={}))
         second = queue.claim(["default"], 60)
-        assert queue.requeue(second, event="rolled_back", reason="r", refund_attempt=True)
+        assert flushed_after("requeue", queue.requeue(second, event="rolled_back", reason="r",
+                                                      refund_attempt=True))
         flushed = listener.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
         assert not queue.finish(first, "failed")  # not ours any more: nothing changed
         statuses = [json.loads(n.payload)["status"] for n in listener.notifies(timeout=1, stop_after=7)]
-    assert ran == ["enqueue", "enqueue", "claim", "mark_running", "flush_wal", "finish", "flush_wal",
-                   "claim", "requeue", "flush_wal", "finish"]
-    assert sorted(written_up_to) == ["finish", "mark_running", "requeue"]
-    for name, lsn in written_up_to.items():  # on disk when the method returned
-        assert int_lsn(flushed) >= int_lsn(lsn), name
+    # one round trip per status change: the change and its flush in one message
+    assert sent == ["enqueue", "enqueue", "claim", "mark_running", "finish", "claim", "requeue", "finish"]
+    for name in ("mark_running", "finish", "requeue"):
+        # the flush came after the change began, and was on disk when the method returned
+        assert int_lsn(before[name]) < int_lsn(flushed_to[name]) <= int_lsn(flushed), name
     assert statuses[-5:] == ["claimed", "running", "succeeded", "claimed", "queued"]
+    # the change's own COMMIT skipped the flush; the session's setting is untouched
+    assert queue.conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+    assert queue.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_failed_status_change_leaves_the_connection_usable_and_nothing_changed(queue):
+    """The change, its COMMIT and the flush travel in one message: a change the database
+    refuses rolls back alone, and the next statement runs as usual."""
+    queue.enqueue(prompt="a")
+    claim = queue.claim(["default"], 60)
+    with pytest.raises(DatabaseWriteFailed):
+        queue.finish(claim, "no such status")
+    assert queue.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert queue.get(claim.id)["status"] == "claimed"
+    assert queue.finish(claim, "succeeded", result={})
+    assert queue.get(claim.id)["status"] == "succeeded"
 
 
 def int_lsn(lsn: str) -> int:
     high, low = str(lsn).split("/")
     return (int(high, 16) << 32) + int(low, 16)
+
+
+def test_a_status_change_inside_a_callers_transaction_is_the_callers_to_commit(queue):
+    queue.enqueue(prompt="a")
+    claim = queue.claim(["default"], 60)
+    with queue.conn.transaction(force_rollback=True):
+        assert queue.finish(claim, "succeeded", result={})
+    assert queue.get(claim.id)["status"] == "claimed"

@@ -199,3 +199,48 @@ def test_a_line_is_an_object_exactly_when_json_loads_says_so(raw):
     except (ValueError, RecursionError):
         expected = None
     assert _json_object(raw) == expected
+
+
+def _parsed(lines: list[str]) -> list[str]:
+    """render() with the tool-result shortcut off: every line parsed."""
+    r = Renderer()
+    r._quiet_tool_results = lambda raw: False
+    out = []
+    for line in lines:
+        out += r.line(line)
+    return out + r.flush()
+
+
+def _tool_results(*blocks: dict, spacing: tuple[str, str] = (",", ":")) -> str:
+    return json.dumps({"type": "user", "message": {"role": "user", "content": list(blocks)},
+                       "session_id": "s"}, separators=spacing, ensure_ascii=False)
+
+
+QUIET = {"type": "tool_result", "tool_use_id": "t", "content": 'says "is_error":true and "type":"text"'}
+ERROR = {"type": "tool_result", "tool_use_id": "t", "is_error": True, "content": "boom"}
+TEXT = {"type": "text", "text": "please go on"}
+
+
+@pytest.mark.parametrize("line", [
+    _tool_results(QUIET),
+    _tool_results(QUIET, ERROR),
+    _tool_results({**QUIET, "is_error": False}, ERROR),
+    _tool_results(QUIET, TEXT),
+    _tool_results(ERROR, spacing=(", ", ": ")),
+    _tool_results({**QUIET, "content": [TEXT]}),
+    _tool_results(QUIET)[:-1],  # cut short
+    "[agent 2026-11-20T23:02:35.804Z] " + _tool_results(ERROR),
+    "[agent 2026-11-20T23:02:35.804Z] " + _tool_results(QUIET),
+])
+def test_tool_results_not_parsed_render_as_if_parsed(line):
+    """Claude's tool results that show nothing are skipped unparsed; an error, a text block
+    or an odd spelling still shows, exactly as parsing the line shows it."""
+    first = (FIXTURES / "claude" / "success_write_tool.stdout.jsonl").read_text().splitlines()[:1]
+    assert render(first + [line]) == _parsed(first + [line])
+    assert render([line]) == _parsed([line])
+
+
+def test_every_capture_renders_as_if_every_line_were_parsed():
+    for path in sorted(FIXTURES.glob("*/*.stdout.jsonl")):
+        lines = path.read_text().splitlines()
+        assert render(lines) == _parsed(lines), path
