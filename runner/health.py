@@ -98,7 +98,8 @@ def pauses(settings: Settings) -> list[dict[str, Any]] | str:
     """The pauses in force, or why they could not be read (never raises)."""
     if not settings.has_database:
         return "DATABASE_URL is not set"
-    from runner.queue import Queue, connect
+    from runner.dbconn import connect
+    from runner.queue import Queue
     try:
         conn = connect(settings.dsn, "health", settings.worker_id, connect_timeout=3,
                        options="-c statement_timeout=5000")

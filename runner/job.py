@@ -27,7 +27,8 @@ from runner.heartbeat import Heartbeat
 from runner.outcome import ENDINGS, Action, Outcome, StopReason, Verdict
 from runner.process import hand_tree, run_agent
 from runner.prompts import build_prompt
-from runner.queue import Claim, Queue, TooDeep
+from runner.dbconn import TooDeep
+from runner.queue import Claim, Queue
 from runner.settings import Settings
 from runner.workspace import KEPT_WORK, Workspace
 

@@ -21,7 +21,8 @@ from tenacity import (
 )
 
 from runner.errors import DatabaseUnavailable
-from runner.queue import NOTIFY_CHANNEL, Queue, connect
+from runner.dbconn import connect
+from runner.queue import NOTIFY_CHANNEL, Queue
 
 log = structlog.get_logger("runner.listen")
 T = TypeVar("T")

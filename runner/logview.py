@@ -48,7 +48,8 @@ class _Status:
 
     def _connected(self) -> bool:
         if self.queue is None and self.settings.has_database:
-            from runner.queue import Queue, connect
+            from runner.dbconn import connect
+            from runner.queue import Queue
             try:
                 self.queue = Queue(connect(self.settings.dsn, "logs", connect_timeout=3), "cli")
             except DatabaseUnavailable:

@@ -145,7 +145,8 @@ def _iteration_metrics(exp: Exposition, settings: Settings, now: datetime) -> No
 
 
 def _database_metrics(exp: Exposition, settings: Settings, worker_id: str | None) -> None:
-    from runner.queue import Queue, connect
+    from runner.dbconn import connect
+    from runner.queue import Queue
 
     error = None
     counts: list[dict[str, Any]] = []

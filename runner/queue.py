@@ -7,44 +7,27 @@ token and report whether they still owned the job.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import Jsonb
 
-from runner import __version__, pooler, secrets
+from runner import __version__, secrets
+from runner.dbconn import connect, one_line, queries
 from runner.errors import DatabaseUnavailable, DatabaseWriteFailed, DedupeKeyTaken
 
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 # The channel the jobs trigger announces on (set in the first migration). Defined here,
 # not in runner.schema, so an iteration never imports SQLAlchemy.
 NOTIFY_CHANNEL = "runner_jobs"
 # A claim that found a job but lost its key's slot to a concurrent claim tries again, with
 # a fresh snapshot, this many times in all (each time some other worker made progress).
 CLAIM_RACE_RETRIES = 5
-
-
-@cache
-def queries() -> dict[str, str]:
-    text = resources.files("runner").joinpath("sql/queries.sql").read_text()
-    parts = _NAME.split(text)
-    return {name: _without_comment_lines(body) for name, body in zip(parts[1::2], parts[2::2])}
-
-
-def _without_comment_lines(body: str) -> str:
-    """Without whole-line comments: psycopg caches a query's conversion only up to 4 096
-    characters, which the claim passed with its comments."""
-    return "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
 
 
 @dataclass(frozen=True)
@@ -60,37 +43,6 @@ class Claim:
     @property
     def token(self) -> uuid.UUID:
         return self.job["claim_token"]
-
-
-class TooDeep(str):
-    """Stands in for a JSON value nested too deeply for Python's json module (about 1000
-    levels; PostgreSQL's jsonb takes far more). Reading such a row must not crash the
-    iteration after its claim was committed: the job fails with a reason instead."""
-
-
-def _json_loads(data: str | bytes) -> Any:
-    try:
-        return json.loads(data)
-    except RecursionError:
-        return TooDeep("<JSON nested too deeply to read>")
-
-
-def connect(dsn: str, purpose: str, worker_id: str = "", *, connect_timeout: int = 10,
-            **options: Any) -> psycopg.Connection:
-    try:
-        conn = psycopg.connect(
-            dsn, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout,
-            application_name=f"runner:{purpose}:{worker_id}"[:63],
-            **{**pooler.connect_options(dsn), **options},
-        )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"the database cannot be reached: {_one_line(exc)}") from exc
-    set_json_loads(_json_loads, conn)
-    return conn
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _safe(value: Any) -> Any:
@@ -157,10 +109,10 @@ class Queue:
                     if not cur.nextset():
                         return sets
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"the database connection failed: {_one_line(exc)}") from exc
+            raise DatabaseUnavailable(f"the database connection failed: {one_line(exc)}") from exc
         except psycopg.Error as exc:
             # Not a fault of the job's: the caller hands the claim back, attempt refunded.
-            message = secrets.safe_text(_one_line(exc), 2000)
+            message = secrets.safe_text(one_line(exc), 2000)
             raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
     def _announced(self, name: str, **params: Any) -> bool:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from runner.clock import clock_time, shown_local
+from runner.clock import shown_local
+from runner.rendertext import (  # noqa: F401 - hhmmss and key_argument are part of this module's face
+    PAD, UTC_STAMP, hhmmss, key_argument, kv, one_line, text_block, token_counts,
+)
 from runner.jsonl import json_event
 
-# The width of the time column ("HH:MM:SSZ ") for lines without a time of their own.
-PAD = " " * (len(clock_time(datetime.now(timezone.utc))) + 1)
 # An agent's line as the runner wrote it (runner/logs.py): "[agent <when>] <line>" for
 # stdout, "[agent stderr <when>] <line>"; older logs have no time ("[agent stderr] …").
 # The prefix only: the rest of the line is sliced off after it, not matched by `.*`
@@ -35,86 +36,9 @@ _AGENT_LINE = re.compile(r"\[agent( stderr)?(?: (\d{4}-\d\d-\d\dT[\d:.]+Z))?\] ?
 # biggest lines of a long run. Such an event shows nothing unless a block is an error or
 # a text block (Renderer._claude_user), so a line that has neither key is not parsed.
 _CLAUDE_TOOL_RESULTS = '{"type":"user","message":{"role":"user","content":['
-_TEXT_MAX = 4000
-_ARG_MAX = 200
 _HIDDEN_KEYS = {"timestamp", "level", "event", "worker_id", "job_id", "exception"}
 
 _CLAUDE_KINDS = frozenset(("system", "assistant", "user", "result", "rate_limit_event", "stream_event"))
-
-# The argument that says what a tool call does, by tool name (Claude Code's tools).
-_KEY_ARG = {
-    "Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "Read": "file_path",
-    "NotebookEdit": "notebook_path", "Bash": "command", "Grep": "pattern", "Glob": "pattern",
-    "WebFetch": "url", "WebSearch": "query", "Task": "description", "Agent": "description",
-    "TodoWrite": None,
-}
-
-
-def clip(text: Any, limit: int = _ARG_MAX) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def one_line(text: Any, limit: int = _ARG_MAX) -> str:
-    return clip(" ".join(str(text).split()), limit)
-
-
-# The runner's own timestamps (structlog, UTC with Z): their time is the text's, no parsing.
-_UTC_STAMP = re.compile(r"\d{4}-\d\d-\d\dT((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.\d{1,6})?Z")
-_NEEDS_QUOTES = re.compile(r'[\s"=]')
-
-
-def hhmmss(value: Any) -> str | None:
-    """The time of an ISO timestamp as runner/clock.py shows it (18:20:01Z)."""
-    if isinstance(value, str) and (stamp := _UTC_STAMP.fullmatch(value)) and not shown_local():
-        return stamp[1] + "Z"
-    try:
-        return clock_time(datetime.fromisoformat(str(value)))
-    except (ValueError, TypeError, OverflowError):
-        return None
-
-
-def kv(key: str, value: Any) -> str:
-    if isinstance(value, str):
-        shown = value if value and not _NEEDS_QUOTES.search(value) \
-            else json.dumps(value, ensure_ascii=False)
-    else:
-        shown = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-    return f"{key}={clip(shown, 1000)}"
-
-
-def key_argument(name: str, args: Any) -> str:
-    """The one argument of a tool call worth showing: the file, command, pattern or URL."""
-    if not isinstance(args, dict):
-        return one_line(args) if args else ""
-    wanted = _KEY_ARG.get(name, "")
-    if wanted and isinstance(args.get(wanted), str):
-        return one_line(args[wanted])
-    for key in ("file_path", "path", "absolute_path", "command", "pattern", "url", "query"):
-        if isinstance(args.get(key), str):
-            return one_line(args[key])
-    for value in args.values():  # others: the first string argument
-        if isinstance(value, str):
-            return one_line(value)
-    return one_line(json.dumps(args, default=str)) if args else ""
-
-
-def _tokens(usage: Any) -> str:
-    if not isinstance(usage, dict):
-        return ""
-    tin = usage.get("input_tokens")
-    tout = usage.get("output_tokens")
-    cached = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cached_input_tokens") or 0)
-    parts = [f"tokens in={tin} out={tout}"] if tin is not None or tout is not None else []
-    if cached:
-        parts.append(f"cached={cached}")
-    return " ".join(parts)
-
-
-def _text_block(prefix: str, text: str) -> list[str]:
-    lines = clip(text.strip(), _TEXT_MAX).splitlines() or [""]
-    return [f"{prefix}{lines[0]}"] + [f"{PAD}{' ' * 8}{line}" for line in lines[1:]]
-
 
 class Renderer:
     """Stateful: it learns which agent wrote the stream, and joins Gemini's text deltas."""
@@ -129,7 +53,7 @@ class Renderer:
 
     def _time(self, value: Any) -> str | None:
         """hhmmss, with the zone setting as it was when this renderer began."""
-        if self._utc and isinstance(value, str) and (stamp := _UTC_STAMP.fullmatch(value)):
+        if self._utc and isinstance(value, str) and (stamp := UTC_STAMP.fullmatch(value)):
             return stamp[1] + "Z"
         return hhmmss(value)
 
@@ -194,7 +118,7 @@ class Renderer:
         if not self._delta:
             return []
         text, self._delta = "".join(self._delta), []
-        return _text_block(f"{self.tag()}text ", text)
+        return text_block(f"{self.tag()}text ", text)
 
     # -- the runner's own lines ----------------------------------------------------------
 
@@ -279,7 +203,7 @@ class Renderer:
                 continue
             btype = block.get("type")
             if btype == "text":
-                out += _text_block(f"{t}text ", block.get("text", ""))
+                out += text_block(f"{t}text ", block.get("text", ""))
             elif btype == "tool_use":
                 name = str(block.get("name"))
                 out.append(f"{t}tool {name} {key_argument(name, block.get('input'))}".rstrip())
@@ -314,7 +238,7 @@ class Renderer:
         cost = e.get("total_cost_usd")
         if isinstance(cost, (int, float)):
             parts.append(f"cost=${cost:.4f}")
-        tokens = _tokens(e.get("usage"))
+        tokens = token_counts(e.get("usage"))
         if tokens:
             parts.append(tokens)
         parts.append(f"turns={e.get('num_turns')}")
@@ -340,7 +264,7 @@ class Renderer:
         if kind == "turn.started":
             return [f"{t}turn started"]
         if kind == "turn.completed":
-            return [f"{t}turn completed {_tokens(e.get('usage'))}".rstrip()]
+            return [f"{t}turn completed {token_counts(e.get('usage'))}".rstrip()]
         if kind == "turn.failed":
             err = e.get("error") if isinstance(e.get("error"), dict) else {}
             return [f"{t}turn FAILED: {one_line(err.get('message', e.get('error')), 500)}"]
@@ -360,7 +284,7 @@ class Renderer:
                 return [f"{t}tool shell {one_line(item.get('command', ''))}"]
             return []  # shown once, when completed
         if itype == "agent_message":
-            return _text_block(f"{t}text ", str(item.get("text", "")))
+            return text_block(f"{t}text ", str(item.get("text", "")))
         if itype == "reasoning":
             return [f"{t}reasoning ({len(str(item.get('text', '')))} chars)"]
         if itype == "command_execution":
@@ -392,7 +316,7 @@ class Renderer:
                 self._delta.append(str(e.get("content", "")))
                 self._was_delta = True
                 return []
-            return _text_block(f"{t}text ", str(e.get("content", "")))
+            return text_block(f"{t}text ", str(e.get("content", "")))
         if kind == "tool_use":
             name = str(e.get("tool_name"))
             return [f"{t}tool {name} {key_argument(name, e.get('parameters'))}".rstrip()]
@@ -404,7 +328,7 @@ class Renderer:
         if kind == "error":
             return [f"{t}{e.get('severity', 'error')}: {one_line(e.get('message'), 500)}"]
         stats = e.get("stats") if isinstance(e.get("stats"), dict) else {}
-        line = f"{t}result {e.get('status')} {_tokens(stats)}".rstrip()
+        line = f"{t}result {e.get('status')} {token_counts(stats)}".rstrip()
         if isinstance(stats.get("duration_ms"), (int, float)):
             line += f" duration={stats['duration_ms'] / 1000:.1f}s"
         if "tool_calls" in stats:

@@ -16,7 +16,8 @@ import psycopg
 
 from runner.errors import DatabaseUnavailable
 from runner.tables import table
-from runner.queue import Queue, connect
+from runner.dbconn import connect
+from runner.queue import Queue
 from runner.schema import NOTIFY_CHANNEL
 from runner.settings import Settings
 
