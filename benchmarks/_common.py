@@ -150,3 +150,14 @@ def git_rev() -> str:
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+def export_runner(rev: str, into: Path) -> str:
+    """runner/ as of git revision ``rev``, unpacked into ``into`` (``git archive``: no
+    worktree, nothing in the checkout changes), for a ``--baseline REV`` beside this tree:
+    put the returned folder first on PYTHONPATH."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "runner"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return str(into)

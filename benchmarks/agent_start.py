@@ -33,7 +33,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import fresh_database, loadavg, median, monotonic, pct, print_header, runner_env, table  # noqa: E402
+from _common import (  # noqa: E402
+    export_runner, fresh_database, loadavg, median, monotonic, pct, print_header, runner_env, table,
+)
 from notify_latency import stamp_command  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -62,12 +64,6 @@ def make_repo(root: Path, files: int) -> str:
     return f"file://{src}"
 
 
-def export_runner(rev: str, into: Path) -> str:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "runner"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return str(into)
 
 
 def wait_ready(admin: psycopg.Connection, worker_id: str, proc: subprocess.Popen,

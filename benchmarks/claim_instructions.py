@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import fresh_database  # noqa: E402
+from _common import export_runner, fresh_database  # noqa: E402
 from claim_throughput import runner_load  # noqa: E402
 
 LOOP = r"""
@@ -61,10 +61,8 @@ def main() -> None:
     print(f"claim → finish, 1 process, {args.jobs} jobs counted; load {os.getloadavg()[0]:.2f}")
     print(f"  this tree: {instructions_per_job(args.jobs, '') / 1e6:.3f} M instructions per job")
     if args.baseline:
-        with tempfile.TemporaryDirectory() as tree:
-            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", args.baseline, "runner"],
-                                     check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = export_runner(args.baseline, Path(tmp))
             print(f"  {args.baseline}: {instructions_per_job(args.jobs, tree) / 1e6:.3f} M instructions per job")
 
 

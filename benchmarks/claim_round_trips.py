@@ -19,6 +19,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import export_runner  # noqa: E402
+
 LOOP = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -66,10 +69,8 @@ def main() -> None:
     print(f"claim → finish, 1 worker, {args.jobs} jobs; load {os.getloadavg()[0]:.2f}")
     print(f"  this tree: {round_trips(args.jobs, ''):.2f} round trips per job")
     if args.baseline:
-        with tempfile.TemporaryDirectory() as tree:
-            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", args.baseline, "runner"],
-                                     check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = export_runner(args.baseline, Path(tmp))
             print(f"  {args.baseline}: {round_trips(args.jobs, tree):.2f} round trips per job")
 
 

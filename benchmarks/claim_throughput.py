@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fresh_database, loadavg, median_index, monotonic, print_header, table  # noqa: E402
+from _common import export_runner, fresh_database, loadavg, median_index, monotonic, print_header, table  # noqa: E402
 
 import psycopg  # noqa: E402
 
@@ -223,10 +223,7 @@ def main() -> None:
     trees: dict[str, str] = {}
     if args.baseline:
         import tempfile
-        exported = tempfile.mkdtemp(prefix="tput-baseline-")
-        archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive",
-                                  args.baseline, "runner"], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", exported], input=archive, check=True)
+        exported = export_runner(args.baseline, Path(tempfile.mkdtemp(prefix="tput-baseline-")))
         name = f"runner Queue at {args.baseline} (baseline, same schema)"
         variants.append((name, "baseline"))
         trees[name] = exported

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, loadavg, print_header, runner_env, table  # noqa: E402
+from _common import REPO, export_runner, loadavg, print_header, runner_env, table  # noqa: E402
 
 import psycopg  # noqa: E402
 
@@ -63,12 +63,6 @@ class Cluster:
                                     "stop"]), capture_output=True)
 
 
-def export(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "runner"],
-                             check=True, capture_output=True).stdout
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def fleet(url: str, n: int, src: Path, root: Path, settle: float) -> dict[str, object]:
@@ -152,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runner-fleet-") as tmp:
         os.chmod(tmp, 0o755)  # the postgres user must reach its data dir inside
         variants = [("this checkout", REPO)] + [
-            (f"runner at {rev}", export(rev, Path(tmp) / f"src-{rev}")) for rev in args.baseline]
+            (f"runner at {rev}", Path(export_runner(rev, Path(tmp) / f"src-{rev}"))) for rev in args.baseline]
         for k, (label, src) in enumerate(variants):
             root = Path(tmp) / f"run{k}"
             root.mkdir()

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import export_runner  # noqa: E402
+
 FIXTURE = REPO / "tests" / "fixtures" / "claude" / "success_write_tool.stdout.jsonl"
 JOB_ID = "0b5e1c3a-1111-4222-8333-944455556666"
 BASELINE = ("import json,sys\n"
@@ -125,13 +128,6 @@ def _read_until(proc: subprocess.Popen, needle: bytes, timeout: float, quiet_for
         raise TimeoutError(f"{needle!r} not seen")
 
 
-def export_runner(rev: str, into: Path) -> str:
-    """`git archive` of rev's runner/ into ``into`` (nothing in the checkout changes)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "runner"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return str(into)
 
 
 def main() -> None:

@@ -249,12 +249,10 @@ BASELINES: dict[str, str] = {}  # "runner@<rev>" → an exported tree of that re
 
 def export_baseline(rev: str, into: Path) -> str:
     """`git archive` of rev (no worktree, nothing in the repository changes)."""
-    tree = into / rev
-    tree.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "runner"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    BASELINES[f"runner@{rev}"] = str(tree)
+    sys.path.insert(0, str(HERE))
+    from _common import export_runner
+
+    BASELINES[f"runner@{rev}"] = export_runner(rev, into / rev)
     LABEL[f"runner@{rev}"] = f"runner at {rev} (baseline)"
     return f"runner@{rev}"
 

@@ -36,7 +36,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import export_runner  # noqa: E402
 from runner import jobconfig, worktree  # noqa: E402
 from runner.settings import load_settings  # noqa: E402
 
@@ -109,12 +111,6 @@ exec {git} "$@"
 """
 
 
-def export_runner(rev: str, into: Path) -> str:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive",
-                              rev, "runner"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return str(into)
 
 
 def child_prepare(tree: str, url: str, root: Path, shim_dir: Path) -> dict:
