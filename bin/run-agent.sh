@@ -126,6 +126,9 @@ run_iteration() {
         if stopping && [[ -z $noted ]]; then
             noted=1
             ask "stopping $STOP_SIGNAL"
+            # Once more, now that state.json says stopping: a SIGTERM that came between the
+            # fork and the exec reached the forked shell, not the iteration (runner/state.py).
+            kill -TERM "$CHILD" 2>/dev/null
         fi
         seen=$SIGNALS
         wait "$CHILD"

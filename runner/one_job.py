@@ -48,6 +48,9 @@ def main() -> int:
     isolation.check(agent, False, settings.state_dir, settings.worker_id)
     stop = _stop_on_signals()
     logs.bind(worker_id=settings.worker_id)
+    if state.supervisor_stopping(settings.state_dir):  # its SIGTERM may never have reached us
+        log.warning("stop_requested", signal="supervisor stopping (state.json)")
+        return Exit.STOPPED
     started, code = time.monotonic(), Exit.FAILED
     try:
         code = iterate(settings, sink, run_log, stop)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import secrets
-from runner.contract import StateFile
+from runner.contract import StateFile, SupervisorStatus
 
 
 def _write(path: Path, text: str) -> None:
@@ -123,3 +123,20 @@ def read_agent(state_dir: Path, worker_id: str) -> tuple[str, int, int] | None:
         return job_id, int(pgid), int(owner)
     except (OSError, ValueError):
         return None
+
+
+def supervisor_stopping(state_dir: Path) -> bool:
+    """Whether the supervisor that started this iteration (our parent) is stopping.
+
+    A SIGTERM the supervisor passes on in the instant between its fork and the exec of
+    ``python -m runner.one_job`` reaches the forked shell, not the iteration, and is lost;
+    the iteration would then wait out RUNNER_WAIT_SECONDS while ``docker stop`` waits for
+    it. ``state.json`` says ``stopping`` by then, so the iteration reads it once its own
+    signal handlers are in place. Only our parent's record counts: a stale file of a
+    supervisor that died mid-stop stops nothing."""
+    try:
+        record = json.loads((state_dir / StateFile.STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and record.get("status") == SupervisorStatus.STOPPING
+            and record.get("supervisor_pid") == os.getppid())

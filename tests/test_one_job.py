@@ -46,6 +46,20 @@ def test_a_job_without_repository_runs_in_an_empty_directory(runner_env, queue, 
     assert not payload_path.exists()  # removed after the run
 
 
+def test_an_iteration_started_as_its_supervisor_stops_claims_nothing(runner_env, queue):
+    # A SIGTERM between the supervisor's fork and the exec is lost (runner/state.py); the
+    # supervisor's state.json says "stopping", and the iteration (our child here) obeys it.
+    job = queue.enqueue(prompt="p", config=fake())
+    state_dir = Path(runner_env["RUNNER_STATE_DIR"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_text(json.dumps({"status": "stopping",
+                                                      "supervisor_pid": os.getpid()}))
+    proc = run_one_job(runner_env, RUNNER_WAIT_SECONDS="30")
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    row = queue.get(job["id"])
+    assert (row["status"], row["attempts"]) == ("queued", 0)
+
+
 def test_payload_is_private_and_holds_the_job(runner_env, queue, tmp_path):
     copy = tmp_path / "payload-copy"
     job = queue.enqueue(prompt="p", payload={"ticket": 42},

@@ -55,3 +55,21 @@ def test_each_worker_has_its_own_agent_record(tmp_path):
     state.clear_agent(tmp_path, "host-1")
     assert state.read_agent(tmp_path, "host-1") is None
     assert state.read_agent(tmp_path, "host/2") is not None
+
+
+def _supervisor_state(state_dir, status, pid):
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / StateFile.STATE).write_text(json.dumps({"status": status, "supervisor_pid": pid}))
+
+
+def test_the_iteration_sees_its_own_supervisor_stopping_and_nothing_else(tmp_path):
+    assert not state.supervisor_stopping(tmp_path)  # no file: a run by hand
+    _supervisor_state(tmp_path, "stopping", os.getppid())
+    assert state.supervisor_stopping(tmp_path)
+    _supervisor_state(tmp_path, "running", os.getppid())
+    assert not state.supervisor_stopping(tmp_path)
+    # A supervisor that died mid-stop left the file: it stops no later iteration.
+    _supervisor_state(tmp_path, "stopping", os.getppid() + 100000)
+    assert not state.supervisor_stopping(tmp_path)
+    (tmp_path / StateFile.STATE).write_text("{half a rec")
+    assert not state.supervisor_stopping(tmp_path)
