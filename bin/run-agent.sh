@@ -39,7 +39,8 @@ NAPFD=
 on_signal() {
     [[ -n $STOP_SIGNAL ]] || STOP_SIGNAL=$1
     SIGNALS+=1
-    if [[ -n $CHILD ]]; then kill -TERM "$CHILD" 2>/dev/null; fi
+    # A running iteration gets its SIGTERM from run_iteration, once state.json says
+    # stopping (the trap cuts its `wait` short): exactly one, whatever it sees first.
     # Wakes a nap (a `read -t` on this pipe) at once.
     if [[ -n $NAPFD ]]; then printf x >&"$NAPFD"; fi
 }
@@ -118,16 +119,15 @@ run_iteration() {
     # (The iteration gets SIGPIPE back at its default; the subshell execs, so no extra process.)
     (trap - PIPE && exec -- "${CMD[@]}") </dev/null >>"$RUNNER_RUN_LOG" 2>&1 {TO_HELPER}>&- {FROM_HELPER}<&- {NAPFD}<&- &
     CHILD=$!
-    # A signal that came between the last check and $! being known is passed on here.
-    if stopping; then kill -TERM "$CHILD" 2>/dev/null; fi
     ask "child $CHILD"
     local noted='' r seen again
     while :; do
         if stopping && [[ -z $noted ]]; then
             noted=1
             ask "stopping $STOP_SIGNAL"
-            # Once more, now that state.json says stopping: a SIGTERM that came between the
-            # fork and the exec reached the forked shell, not the iteration (runner/state.py).
+            # Only now, with state.json saying stopping: a SIGTERM that lands between the
+            # fork and the exec reaches the forked shell and is lost, and the iteration
+            # then reads `stopping` once its handlers are in place (runner/state.py).
             kill -TERM "$CHILD" 2>/dev/null
         fi
         seen=$SIGNALS
