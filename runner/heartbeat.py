@@ -51,8 +51,9 @@ _MAX_PENDING = 50
 
 class Heartbeat:
     def __init__(self, dsn: str, worker_id: str, claim: Claim, lease_seconds: float,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, start_on_enter: bool = True) -> None:
         self.dsn = dsn
+        self.start_on_enter = start_on_enter
         self.worker_id = worker_id
         self.claim = claim
         self.lease_seconds = lease_seconds
@@ -72,12 +73,24 @@ class Heartbeat:
         self.progress_written = 0
 
     def __enter__(self) -> "Heartbeat":
-        self._thread.start()
+        if self.start_on_enter:
+            self.start()
         return self
+
+    def start(self) -> None:
+        """Start the thread; once is enough (a second call does nothing).
+
+        The iteration calls it once the agent is spawned (start_on_enter=False): the thread's first work is opening
+        its connection, Python code that holds the GIL, and the spawn waited for it — about
+        2.5 ms between the claim and the agent (benchmarks/agent_start.py). The lease the
+        claim set lasts far longer than that; a cancel already asked is read at its start."""
+        if self._thread.ident is None and not self._stop.is_set():
+            self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=15)
+        if self._thread.ident is not None:  # never started (no agent spawned): nothing to end
+            self._thread.join(timeout=15)
 
     def report(self, snapshot: dict[str, Any], urgent: bool) -> None:
         """Hand a progress snapshot to the heartbeat's thread (called from the agent loop)."""

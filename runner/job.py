@@ -30,7 +30,8 @@ from runner.prompts import build_prompt
 from runner.dbconn import TooDeep
 from runner.queue import Claim, Queue
 from runner.settings import Settings
-from runner.workspace import KEPT_WORK, Workspace
+from runner.staging import take as take_staged
+from runner.workspace import KEPT_WORK, PAYLOAD_FILE, Workspace
 
 log = structlog.get_logger("runner.job")
 
@@ -130,7 +131,7 @@ class JobRun:
         budget.log_limits(limits)
         deadline = time.monotonic() + timeout
         with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
-                       self.settings.lease_seconds) as heartbeat:
+                       self.settings.lease_seconds, start_on_enter=False) as heartbeat:
 
             def should_stop() -> StopReason | None:
                 if self.stop.is_set():
@@ -151,8 +152,9 @@ class JobRun:
                         command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                         grace_seconds=self.settings.kill_grace_seconds,
                         output_dir=self.workspace.job_dir, agent=self.settings.agent,
-                        on_spawn=lambda pgid: state.set_agent(
-                            state_dir, self.settings.worker_id, str(self.claim.id), pgid))
+                        on_spawn=lambda pgid: (state.set_agent(
+                            state_dir, self.settings.worker_id, str(self.claim.id), pgid),
+                            heartbeat.start()))
                 finally:
                     state.clear_agent(state_dir, self.settings.worker_id)
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
@@ -199,9 +201,12 @@ class JobRun:
 
     def _write_payload(self) -> Path:
         assert self.workspace is not None
-        path = self.workspace.job_dir / "payload.json"
+        path = self.workspace.job_dir / PAYLOAD_FILE
         body = {k: v for k, v in self.job.items() if k not in _PAYLOAD_OMIT}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # A new file (O_EXCL: never one left in place), or the empty one the worker made
+        # ahead (runner/staging.py) renamed to this name just now.
+        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_TRUNC if take_staged(path) else os.O_CREAT | os.O_EXCL)
+        fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(body, fh, default=str, indent=2)
         self._give_to_agent(path)

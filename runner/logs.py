@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import structlog
 
-from runner import secrets
+from runner import secrets, staging
 from runner.secrets import REDACTED, Redactor, secret_values  # noqa: F401 - REDACTED for callers
 from runner.settings import Settings
 
@@ -141,8 +141,10 @@ def link_job_log(settings: Settings, job_id: str, run_log: Path) -> Path:
     jobs_dir = settings.log_dir / "jobs"
     link = jobs_dir / f"{job_id}.log"
     try:
-        jobs_dir.mkdir(parents=True, exist_ok=True)
         target = os.path.relpath(run_log, jobs_dir)
+        if staging.take_link(settings, link, target):  # made while the worker waited
+            return link
+        jobs_dir.mkdir(parents=True, exist_ok=True)
         tmp = jobs_dir / f".{job_id}.log.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target)

@@ -13,10 +13,11 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import structlog
 
-from runner import isolation, logs, quota, state, webhook
+from runner import isolation, logs, quota, staging, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
@@ -76,7 +77,7 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         webhook.deliver_due(queue, settings)
         if not quota.gate(settings, stop, lambda: queue.worker_seen("quota_wait", queues=settings.queues)):
             return Exit.STOPPED
-        claim = claim_or_wait(queue, settings, stop)
+        claim = claim_or_wait(queue, settings, stop, run_log)
         if claim is None:
             queue.worker_seen("idle", queues=settings.queues)
             log.info("no_job", waited_seconds=settings.wait_seconds, stopped=stop.is_set())
@@ -103,7 +104,8 @@ def prune_now_and_then(queue: Queue, settings: Settings) -> None:
         log.info("pruned_finished_jobs", count=deleted, older_than_days=settings.prune_after_days)
 
 
-def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Claim | None:
+def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event,
+                  run_log: Path | None = None) -> Claim | None:
     last_requeue = -float("inf")
 
     def claim() -> Claim | None:
@@ -132,7 +134,7 @@ def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event) -> Cl
     return wait_and_claim(claim, listener, wait_seconds=settings.wait_seconds,
                           poll_seconds=settings.poll_seconds, stop=stop,
                           presence=lambda: _presence(queue, settings),
-                          waiting=lambda: _seen(queue, "waiting", settings))
+                          waiting=lambda: _begin_waiting(queue, settings, run_log))
 
 
 def _say_once_polling(settings: Settings) -> None:
@@ -148,6 +150,16 @@ def _say_once_polling(settings: Settings) -> None:
         stamp.touch()
     except OSError:
         pass
+
+
+def _begin_waiting(queue: Queue, settings: Settings, run_log: Path | None) -> None:
+    """The queue was empty: say so, and use the time to spare for the job to come: its
+    files made ahead (runner/staging.py) and the connection's backend warmed for its claim
+    (Queue.warm_up)."""
+    _seen(queue, "waiting", settings)
+    if run_log is not None:
+        staging.stage(settings, run_log)
+    queue.warm_up(settings.default_agent)
 
 
 def _seen(queue: Queue, state_name: str, settings: Settings) -> None:

@@ -26,9 +26,10 @@ from runner.agents.base import AgentCommand, RunOutput, StreamReader
 from runner.errors import AgentNotFound
 from runner.outcome import EarlyStop, Outcome, StopReason
 from runner.procgroup import group_members, kill_attempt, kill_group, terminate  # noqa: F401
+from runner.staging import take as take_staged
+from runner.workspace import STDERR_FILE, STDOUT_FILE  # noqa: F401 - for callers
 
 _POLL_SECONDS = 0.05
-STDOUT_FILE, STDERR_FILE = "agent.stdout", "agent.stderr"
 
 
 @dataclass
@@ -62,6 +63,8 @@ def run_agent(
     env = command.env
     if agent is not None and agent.isolated:
         env = {**env, "HOME": str(agent_home(out_dir, agent))}
+    for path in (out_path, err_path):
+        take_staged(path)  # made while the worker waited (runner/staging.py): opened, not created
     with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
         try:
             proc = subprocess.Popen(

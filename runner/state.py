@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,12 +22,28 @@ from runner import secrets
 from runner.contract import StateFile, SupervisorStatus
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str, staged: bool = False) -> None:
     text = secrets.safe_text(text, None) or ""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    if staged:  # its temporary made while the worker waited (runner/staging.py)
+        _take_ready(path.parent / CURRENT_JOB_READY, tmp)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# An empty file runner/staging.py makes while the worker waits: current_job's temporary,
+# renamed and written rather than created (a new file costs ~0.7 ms on a slow disk).
+CURRENT_JOB_READY = ".current_job.ready"
+
+
+def _take_ready(ready: Path, tmp: Path) -> None:
+    try:
+        st = os.lstat(ready)
+        if st.st_size == 0 and st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode):
+            os.rename(ready, tmp)
+    except OSError:
+        pass  # none made: the temporary is created, as it always was
 
 
 LAST_ERROR_FILE = StateFile.LAST_ERROR
@@ -50,7 +67,7 @@ def read_last_error(state_dir: Path) -> str | None:
 
 
 def set_current_job(state_dir: Path, job_id: str) -> None:
-    _write(state_dir / StateFile.CURRENT_JOB, f"{job_id}\n")
+    _write(state_dir / StateFile.CURRENT_JOB, f"{job_id}\n", staged=True)
 
 
 def clear_current_job(state_dir: Path) -> None:

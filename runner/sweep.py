@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from runner import repo_cache
+from runner import repo_cache, staging
 from runner.contract import KEPT_FOR_INSPECTION
 from runner.gitcmd import git
 from runner.queue import Queue
@@ -37,6 +37,7 @@ log = structlog.get_logger("runner.sweep")
 # A live claim, or a job whose next attempt continues from its directory.
 ACTIVE = ("claimed", "running", "queued")
 KEPT = tuple(s.value for s in KEPT_FOR_INSPECTION)
+STALE_STAGING_SECONDS = 7 * 24 * 3600
 
 
 def sweep(queue: Queue, settings: Settings) -> dict[str, list[str]]:
@@ -55,7 +56,11 @@ def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
         return []
     removed = []
     keep_seconds = settings.keep_failed_hours * 3600
+    mine = staging.next_job_dir(settings).name
     for path in sorted(root.iterdir()):
+        if path.name.startswith(staging.STAGED_PREFIX) and path.name != mine:
+            _drop_stale_staging(path)
+            continue
         try:
             job_id = str(uuid.UUID(path.name))
         except ValueError:
@@ -76,6 +81,18 @@ def sweep_job_root(queue: Queue, settings: Settings) -> list[str]:
         removed.append(job_id)
         log.info("job_dir_removed", job_id=job_id, status=status or "no such job")
     return removed
+
+
+def _drop_stale_staging(path: Path) -> None:
+    """Another worker's staged next job directory (runner/staging.py) that it has not
+    touched for STALE_STAGING_SECONDS: that worker is gone (a new id, a removed container).
+    Were it only idle, it makes the directory again at its next wait."""
+    try:
+        if time.time() - path.lstat().st_mtime > STALE_STAGING_SECONDS:
+            remove_tree(path)
+            log.info("staged_dir_removed", path=path.name)
+    except OSError:
+        pass
 
 
 def _age(row: dict[str, Any] | None, path: Path) -> float:

@@ -12,6 +12,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+# The job directory's layout (docs/architecture.md): the tree the agent runs in, the job
+# for the agent to read, and the agent's output as it was written.
+WORK_DIR, PAYLOAD_FILE = "work", "payload.json"
+STDOUT_FILE, STDERR_FILE = "agent.stdout", "agent.stderr"
 MAX_LISTED = 100  # files listed by name in a result before "… and N more"
 KEPT_WORK = "leftovers.json"  # in the job dir: work the branch does not hold (patch, big files)
 # The subject of the runner's commit of changes the agent left uncommitted (runner.leftovers).

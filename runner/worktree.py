@@ -14,6 +14,7 @@ the base lacks fails up front (the push would be rejected after the agent's work
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -22,12 +23,12 @@ from typing import Any
 
 import structlog
 
-from runner import clone, inputs, repo_cache
+from runner import clone, inputs, repo_cache, staging
 from runner.errors import InvalidRef, JobInputError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git, rev
 from runner.jobconfig import JobConfig
 from runner.settings import Settings
-from runner.workspace import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, Workspace, remove_tree
+from runner.workspace import KEPT_WORK, LEFTOVER_SUBJECT, MAX_LISTED, WORK_DIR, Workspace, remove_tree
 
 log = structlog.get_logger("runner.worktree")
 
@@ -59,14 +60,20 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     continuing = config.on_retry == "continue"
     settings.job_root.mkdir(parents=True, exist_ok=True)
     _clear_previous_attempt(job_dir)
+    # The directory the worker made while it waited, renamed (runner/staging.py), or a new one.
+    staged = staging.take_job_dir(settings, job_dir)
     job_dir.mkdir(mode=0o700, exist_ok=True)
-    work = job_dir / "work"
+    work = job_dir / WORK_DIR
     if not url:
-        work.mkdir()
+        if not staging.take(work, directory=True):
+            work.mkdir()
         if settings.agent.isolated:  # the agent's to write in, under its own uid
             os.chown(work, settings.agent.uid, settings.agent.gid)
         return Workspace(job_dir=job_dir, path=work)
     assert branch is not None
+    if staged:  # git makes the worktree's directory itself
+        with contextlib.suppress(OSError):
+            os.rmdir(work.with_name(WORK_DIR + staging.READY))
     mirror = repo_cache.mirror_dir(settings.cache_dir, url)
     push = config.push
     # An agent under a uid of its own gets a clone it owns (runner/clone.py); one that shares

@@ -93,3 +93,33 @@ def test_progress_ticks_are_throttled_and_urgent_ones_all_written(db_url, queue,
     assert [r["n"] for r in rows] == [1, 10, 11, 12]
     assert queue.get(job["id"])["progress"]["n"] == 12 and rows[0]["attempt"] == 1
     worker.close()
+
+
+def test_a_heartbeat_started_after_the_spawn_still_hears_an_earlier_cancel(db_url, queue):
+    """The iteration starts the thread once its agent is spawned (start_on_enter=False): a
+    cancel asked between the claim and that start is read when the thread starts."""
+    from tests.waiting import wait_for
+
+    worker = Queue.open(db_url, "hb-late")
+    job = worker.enqueue(prompt="p")
+    claim = worker.claim(["default"], 90)
+    with Heartbeat(db_url, "hb-late", claim, lease_seconds=90, interval=30,
+                   start_on_enter=False) as hb:
+        queue.request_cancel(job["id"])
+        time.sleep(0.5)
+        assert not hb.cancel_requested.is_set()  # nothing runs before start()
+        hb.start()
+        hb.start()  # a second call changes nothing
+        wait_for(hb.cancel_requested.is_set, timeout=10)
+    worker.close()
+
+
+def test_a_heartbeat_never_started_ends_cleanly(db_url):
+    worker = Queue.open(db_url, "hb-never")
+    worker.enqueue(prompt="p")
+    claim = worker.claim(["default"], 90)
+    with Heartbeat(db_url, "hb-never", claim, lease_seconds=90, start_on_enter=False) as hb:
+        pass
+    hb.start()  # after the end: still nothing starts
+    assert hb._thread.ident is None
+    worker.close()

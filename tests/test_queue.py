@@ -234,3 +234,30 @@ def test_a_status_change_inside_a_callers_transaction_is_the_callers_to_commit(q
     with queue.conn.transaction(force_rollback=True):
         assert queue.finish(claim, "succeeded", result={})
     assert queue.get(claim.id)["status"] == "claimed"
+
+
+def test_a_warm_up_leaves_no_trace_and_is_heard_by_nobody(db_url, queue):
+    """Queue.warm_up runs the claim path on a job of its own and rolls it all back."""
+    listener = psycopg.connect(db_url, autocommit=True)
+    listener.execute("LISTEN runner_jobs")
+    real = queue.enqueue(prompt="a real one")
+    list(listener.notifies(timeout=0.5))  # the real enqueue's notice
+    worker = Queue.open(db_url, "warm-worker")
+    worker.worker_seen("waiting", queues=["default"])
+    before = worker.workers()
+    counts = "SELECT (SELECT count(*) FROM jobs) AS jobs, (SELECT count(*) FROM job_events) AS events"
+    was = worker.conn.execute(counts).fetchone()
+    worker.warm_up("command")
+    assert worker.conn.execute(counts).fetchone() == was
+    assert worker.workers() == before  # the claim's presence write was rolled back too
+    assert list(listener.notifies(timeout=0.5)) == []
+    # The connection is fine for the real claim, which finds the real job.
+    claim = worker.claim(["default"], 60)
+    assert claim is not None and claim.id == real["id"]
+    # Inside a caller's transaction it does nothing (the COMMIT is the caller's).
+    was = worker.conn.execute(counts).fetchone()
+    with worker.conn.transaction():
+        worker.warm_up("command")
+        assert worker.conn.execute(counts).fetchone() == was
+    worker.close()
+    listener.close()

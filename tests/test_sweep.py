@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gitkit import settings as git_settings
 
-from runner import repo_cache, sweep
+from runner import repo_cache, staging, sweep
 from runner.workspace import KEPT_WORK
 
 
@@ -57,6 +57,20 @@ def test_succeeded_go_at_once_failed_stay_for_inspection_queued_stay(queue, db_u
     for kept in (fresh_failure, done_with_leftovers, waiting, not_ours):
         assert kept.is_dir(), kept
     assert (waiting / "work" / "file.txt").read_text() == "agent's work"
+
+
+def test_another_workers_staged_dir_goes_once_stale_ours_stays(queue, db_url, tmp_path):
+    s = _settings(tmp_path, db_url)
+    mine = staging.next_job_dir(s)
+    mine.mkdir(parents=True)
+    fresh, stale = s.job_root / ".next-0123456789abcdef", s.job_root / ".next-fedcba9876543210"
+    fresh.mkdir()
+    (stale / "work.ready").mkdir(parents=True)
+    week_ago = time.time() - sweep.STALE_STAGING_SECONDS - 60
+    for path in (mine, stale):
+        os.utime(path, (week_ago, week_ago))
+    sweep.sweep_job_root(queue, s)
+    assert mine.is_dir() and fresh.is_dir() and not stale.exists()
 
 
 def test_a_symlink_in_a_job_dir_is_unlinked_never_followed(queue, db_url, tmp_path):
