@@ -147,14 +147,17 @@ class JobRun:
                 reader = self.reader = budget.BudgetedReader(
                     progress.ProgressReader(inner, tracker, heartbeat.report), limits)
                 state_dir = self.settings.state_dir
+
+                def spawned(pgid: int) -> None:
+                    heartbeat.start()  # not before the spawn: it would slow it (heartbeat.py)
+                    state.set_agent(state_dir, self.settings.worker_id, str(self.claim.id), pgid)
+
                 try:
                     result = run_agent(
                         command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                         grace_seconds=self.settings.kill_grace_seconds,
                         output_dir=self.workspace.job_dir, agent=self.settings.agent,
-                        on_spawn=lambda pgid: (state.set_agent(
-                            state_dir, self.settings.worker_id, str(self.claim.id), pgid),
-                            heartbeat.start()))
+                        on_spawn=spawned)
                 finally:
                     state.clear_agent(state_dir, self.settings.worker_id)
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,
