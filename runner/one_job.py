@@ -104,15 +104,21 @@ def prune_now_and_then(queue: Queue, settings: Settings) -> None:
         log.info("pruned_finished_jobs", count=deleted, older_than_days=settings.prune_after_days)
 
 
+# Expired leases and jobs whose dependency failed are looked for at the first claim and
+# then at most this often (never more often than the poll; at most every half lease): a
+# NOTIFY wake-up goes straight to the claim, and a waiting worker's poll is one statement,
+# not three. A crashed worker's job comes back within its lease and this much.
+HOUSEKEEPING_SECONDS = 30.0
+
+
 def claim_or_wait(queue: Queue, settings: Settings, stop: threading.Event,
                   run_log: Path | None = None) -> Claim | None:
     last_requeue = -float("inf")
+    every = max(settings.poll_seconds, min(HOUSEKEEPING_SECONDS, settings.lease_seconds / 2))
 
     def claim() -> Claim | None:
         nonlocal last_requeue
-        # Expired leases are looked for at most once per poll interval, so a NOTIFY
-        # wake-up goes straight to the claim (one round trip less on the hot path).
-        if time.monotonic() - last_requeue >= settings.poll_seconds:
+        if time.monotonic() - last_requeue >= every:
             last_requeue = time.monotonic()
             requeued = queue.requeue_expired()
             if requeued:

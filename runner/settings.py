@@ -61,7 +61,10 @@ class Settings(DatabaseUrl, BaseSettings):
     queues: CommaList = Field(default_factory=lambda: ["default"], min_length=1)
 
     lease_seconds: int = Field(default=300, ge=2, le=86400)
-    wait_seconds: Seconds = Field(default=270, le=86400)
+    # An idle iteration waits this long, then exits and the next one starts (sweep,
+    # reconcile). Each start costs ~0.6 s of CPU, so an idle worker restarts hourly, not
+    # every few minutes (benchmarks/idle_worker.py).
+    wait_seconds: Seconds = Field(default=3600, le=86400)
     poll_seconds: PositiveSeconds = Field(default=5, le=3600)
     job_timeout_seconds: int = Field(default=3600, ge=1)
     kill_grace_seconds: Seconds = Field(default=10, le=600)
