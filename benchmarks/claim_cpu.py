@@ -1,6 +1,6 @@
 """CPU per claim + finish, the backend's and the client's, in one process.
 
-    python benchmarks/claim_cpu.py [--jobs 2500] [--runs 3] [--baseline REV ...]
+    python benchmarks/claim_cpu.py [--quick] [--jobs 2500] [--runs 3] [--baseline REV ...]
                                    [--experiment no_outbox|no_notify|keys_when ...]
 
 On a 2-core machine the 8 claimers of claim_throughput.py and their backends are
@@ -99,7 +99,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--baseline", metavar="REV", action="append", default=[])
     ap.add_argument("--experiment", choices=sorted(EXPERIMENTS), action="append", default=[])
+    ap.add_argument("--quick", action="store_true", help="500 jobs, one run: a smoke check")
     args = ap.parse_args()
+    if args.quick:
+        args.jobs, args.runs = 500, 1
     print_header("Claim + finish: CPU per job", sys.argv)
     with tempfile.TemporaryDirectory() as tmp:
         variants: list[tuple[str, str, str | None]] = [("this tree", str(REPO), None)]
