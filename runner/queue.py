@@ -55,6 +55,13 @@ def _jsonb(value: Any) -> Jsonb:
     return Jsonb(_safe(value))
 
 
+def _rows(cur: psycopg.Cursor) -> list[dict[str, Any]]:
+    # pgresult, not cursor.description (a Column object per column at every call: a
+    # fifth of the client's CPU in claim + finish)
+    result = cur.pgresult
+    return cur.fetchall() if result is not None and result.nfields else []
+
+
 class Queue:
     """Every queue statement, bound to one connection and one worker identity."""
 
@@ -93,39 +100,61 @@ class Queue:
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
         return self._execute(name, queries()[name], params)[0]
 
-    def _execute(self, name: str, statement: str, params: dict[str, Any],
-                 cursor_class: type[psycopg.Cursor] = psycopg.Cursor) -> list[list[dict[str, Any]]]:
-        """The rows of each statement in ``statement`` (one, but for _announced's)."""
+    def _execute(self, name: str, statement: str | tuple[str, ...],
+                 params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """The rows of each statement in ``statement``: one, or a tuple of them sent in one
+        pipeline (_announced's; ``params`` go to the statements that name them)."""
         try:
+            if isinstance(statement, tuple):
+                return self._pipelined(statement, params)
             # dict rows also on a connection of the web app's own (runner/client.py)
-            with cursor_class(self.conn, row_factory=dict_row) as cur:
+            with psycopg.Cursor(self.conn, row_factory=dict_row) as cur:
                 cur.execute(statement, params)
                 sets = []
                 while True:
-                    # pgresult, not cursor.description (a Column object per column
-                    # at every call: a fifth of the client's CPU in claim + finish)
-                    result = cur.pgresult
-                    sets.append(cur.fetchall() if result is not None and result.nfields else [])
+                    sets.append(_rows(cur))
                     if not cur.nextset():
                         return sets
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"the database connection failed: {one_line(exc)}") from exc
         except psycopg.Error as exc:
+            if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                self.conn.rollback()  # a pipeline's BEGIN whose change failed: not left open
             # Not a fault of the job's: the caller hands the claim back, attempt refunded.
             message = secrets.safe_text(one_line(exc), 2000)
             raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
+    def _pipelined(self, statements: tuple[str, ...], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """Each statement as its own extended-protocol query, all in one round trip: the
+        connection prepares them server-side after a few calls (prepare_threshold; off
+        behind a transaction-mode pooler, runner/pooler.py), so the backend no longer
+        parses and plans them at every call. After an error the server skips the rest."""
+        # A statement without parameters (BEGIN, COMMIT, the flush) on one cursor, whose
+        # last result is kept: a cursor fewer per call is CPU the client no longer spends.
+        plain = psycopg.Cursor(self.conn, row_factory=dict_row)
+        cursors = [psycopg.Cursor(self.conn, row_factory=dict_row) if "%(" in statement
+                   else plain for statement in statements]
+        with self.conn.pipeline():
+            for cur, statement in zip(cursors, statements):
+                cur.execute(statement, params if cur is not plain else None)
+        # each cursor's rows once, at its last statement (the earlier ones: no rows)
+        last = {id(cur): i for i, cur in enumerate(cursors)}
+        return [_rows(cur) if last[id(cur)] == i else [] for i, cur in enumerate(cursors)]
+
     def _announced(self, name: str, **params: Any) -> bool:
-        """A status change of ours, durable on return, in one round trip: one message
-        `change; COMMIT; flush_wal` (a ClientCursor: one execute may then hold several
-        statements). The change's COMMIT does not wait for the disk while it holds the
-        notify lock (queries.sql, flush_wal); the flush, a transaction of its own after
-        that COMMIT, does. A failing change skips the rest and is rolled back."""
+        """A status change of ours, durable on return, in one round trip: `BEGIN; change;
+        COMMIT; flush_wal` in one pipeline (Queue._pipelined: prepared statements, not
+        parsed and planned again at every call as one simple-protocol message was; the
+        explicit BEGIN, or the COMMIT warns "there is no transaction in progress" — a
+        notice to the client and a line in the server's log at every status change). The
+        change's COMMIT does not wait for the disk while it holds the notify lock
+        (queries.sql, flush_wal); the flush, a transaction of its own after that COMMIT,
+        does. A failing change skips the rest and is rolled back (_execute)."""
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # inside a caller's transaction: its COMMIT is the caller's, not ours to send
             return bool(self._run(name, **params))
-        statement = f"{queries()[name]};\nCOMMIT;\n{queries()['flush_wal']}"
-        changed, _commit, flushed = self._execute(name, statement, params, psycopg.ClientCursor)
+        statements = ("BEGIN", queries()[name], "COMMIT", queries()["flush_wal"])
+        _begin, changed, _commit, flushed = self._execute(name, statements, params)
         self.flushed_to = flushed[0]["lsn"]  # where the WAL is on disk up to (tests, debugging)
         return bool(changed)
 

@@ -223,6 +223,32 @@ def test_a_failed_status_change_leaves_the_connection_usable_and_nothing_changed
     assert queue.get(claim.id)["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("prepare_threshold", [5, None], ids=["prepared", "behind-a-pooler"])
+def test_status_changes_warn_of_nothing_and_are_prepared_unless_a_pooler_forbids_it(
+        db_url, prepare_threshold):
+    """Every status change COMMITs its own explicit transaction: no "there is no transaction
+    in progress" WARNING, to the client or in the server's log, at each one. Repeated, the
+    change and its flush run as prepared statements — but never on a connection whose
+    prepared statements are off (a transaction-mode pooler, runner/pooler.py)."""
+    queue = Queue.open(db_url, "test-worker", prepare_threshold=prepare_threshold)
+    notices = []
+    queue.conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    try:
+        for i in range(8):
+            queue.enqueue(prompt=f"p{i}")
+            claim = queue.claim(["default"], 60)
+            assert queue.mark_running(claim, "/w")
+            assert queue.finish(claim, "succeeded", result={})
+            assert queue.get(claim.id)["status"] == "succeeded"
+        assert notices == []
+        prepared = [r["statement"] for r in
+                    queue.conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+        flush_prepared = any("pg_logical_emit_message" in s for s in prepared)
+        assert flush_prepared == (prepare_threshold is not None), prepared
+    finally:
+        queue.close()
+
+
 def int_lsn(lsn: str) -> int:
     high, low = str(lsn).split("/")
     return (int(high, 16) << 32) + int(low, 16)

@@ -191,7 +191,7 @@ RETURNING job_id;
 -- Status changes the runner makes (mark_running, finish, requeue) COMMIT without waiting
 -- for the disk (no_flush), and Queue then runs flush_wal, whose durable COMMIT flushes
 -- the WAL up to and including theirs before the runner acts on them — in the same
--- round trip, as the next transaction of one message (Queue._announced). Why: a transaction
+-- round trip, as the next transaction of one pipeline (Queue._announced). Why: a transaction
 -- that sent a NOTIFY (the status trigger's) holds PostgreSQL's global notify lock from
 -- its pre-commit until its commit is done, WAL flush included; so every announced commit
 -- waited for the disk one at a time. Now only the short commit is serialised, and the
