@@ -101,9 +101,12 @@ def tree(root: int) -> dict[int, float]:
 
 
 class Subject:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], db_url: str) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], db_url: str,
+                 cwd: Path) -> None:
         self.name, self.db = name, psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+        # cwd: `python -m` puts it first on sys.path, before PYTHONPATH — a checkout there
+        # would be run instead of the revision asked for
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.seen: set[int] = set()
@@ -147,7 +150,7 @@ class Subject:
             self.proc.wait()
 
 
-def runner_subject(name: str, src: Path, url: str, root: Path) -> Subject:
+def runner_subject(name: str, src: Path, url: str, root: Path, extra: dict[str, str]) -> Subject:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_") and k != "DATABASE_URL"}
     env.update({
         "DATABASE_URL": url, "PYTHONPATH": str(src),
@@ -156,8 +159,10 @@ def runner_subject(name: str, src: Path, url: str, root: Path) -> Subject:
         "RUNNER_PYTHON": sys.executable, "RUNNER_DEFAULT_AGENT": "command",
         "RUNNER_AGENT_COMMAND": "true",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **extra,
     })
-    return Subject(name, ["bash", str(src / "bin" / "run-agent.sh")], env, url)
+    root.mkdir(parents=True, exist_ok=True)
+    return Subject(name, ["bash", str(src / "bin" / "run-agent.sh")], env, url, root)
 
 
 def export_tree(rev: str, into: Path) -> Path:
@@ -172,6 +177,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--baseline", metavar="REV", action="append", default=[])
+    ap.add_argument("--env", metavar="RUNNER_X=V", action="append", default=[],
+                    help="a setting for every runner worker (default: production defaults)")
     args = ap.parse_args()
     pgq_py = ensure_pgqueuer()
     print_header("An idle worker, whole, beside pgqueuer's", sys.argv)
@@ -182,14 +189,15 @@ def main() -> None:
             (f"runner at {rev}", export_tree(rev, tmp / f"src-{rev}")) for rev in args.baseline]
         for i, (name, src) in enumerate(systems):
             url = stack.enter_context(fresh_database(f"idle{i}"))
-            subjects.append(runner_subject(name, src, url, tmp / f"r{i}"))
+            subjects.append(runner_subject(name, src, url, tmp / f"r{i}",
+                                           dict(kv.split("=", 1) for kv in args.env)))
         pgq_url = stack.enter_context(fresh_database("idlepgq", migrate=False))
         subprocess.run([str(pgq_py.with_name("pgq")), "--pg-dsn", pgq_url, "install"],
                        check=True, capture_output=True)
         script = tmp / "pgq_worker.py"
         script.write_text(PGQ_WORKER)
         subjects.append(Subject("pgqueuer 1.6.0 (defaults)", [str(pgq_py), str(script), pgq_url],
-                                dict(os.environ), pgq_url))
+                                dict(os.environ), pgq_url, tmp))
         load0 = loadavg()
         try:
             with psycopg.connect(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
