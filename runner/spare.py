@@ -122,7 +122,8 @@ def _check(work: Path, mirror: Path) -> Path:
     if not text.startswith("gitdir: "):
         raise SpareRefused(".git is not a worktree's")
     admin = Path(text[len("gitdir: "):])
-    if admin.parent != mirror / "worktrees" or admin.is_symlink() or not admin.is_dir():
+    if os.path.realpath(admin.parent) != os.path.realpath(mirror / "worktrees") \
+            or admin.is_symlink() or not admin.is_dir():
         raise SpareRefused("registered in another repository")
     named = (admin / "gitdir").read_text().strip()
     if os.path.realpath(named) != os.path.realpath(dotgit):
