@@ -401,3 +401,35 @@ def test_each_iteration_leaves_a_spare_for_the_next(queue, runner_env, tmp_path)
     out = run_one_job(runner_env, RUNNER_SPARE_WORKTREES="0").stdout
     assert [e.get("spare") for e in _events(out) if e.get("event") == "worktree_created"] == [False]
     assert list((tmp_path / "jobs" / ".spare").iterdir()) == []
+
+
+def test_no_spare_when_the_claim_was_lost_or_the_worker_stops(tmp_path):
+    from types import SimpleNamespace
+
+    from runner.one_job import leave_spare
+
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    ws = worktree.prepare(_job(url), parse({}), s)
+    stop = threading.Event()
+    leave_spare(SimpleNamespace(workspace=ws, claim_lost=True), s, stop)
+    stop.set()
+    leave_spare(SimpleNamespace(workspace=ws, claim_lost=False), s, stop)
+    leave_spare(SimpleNamespace(workspace=None, claim_lost=False), s, threading.Event())
+    assert _spares(s) == []
+    leave_spare(SimpleNamespace(workspace=ws, claim_lost=False), s, threading.Event())
+    assert len(_spares(s)) == 1
+
+
+def test_a_spare_that_cannot_be_made_costs_nothing_but_a_log_line(tmp_path):
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    ws = worktree.prepare(_job(url), parse({}), s)
+    spare.spare_root(s).write_text("in the way")
+    assert spare.replenish(s, ws.mirror) is None
+    spare.spare_root(s).unlink()
+    # git refusing (here: origin/HEAD gone from the mirror): nothing half-made is left.
+    (ws.mirror / "refs" / "remotes" / "origin" / "HEAD").unlink()
+    assert spare.replenish(s, ws.mirror) is None
+    assert _spares(s) == [] and list(spare.spare_root(s).iterdir()) == []
+    assert _git(ws.mirror, "worktree", "list", "--porcelain").count("worktree ") == 2
