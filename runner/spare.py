@@ -94,13 +94,17 @@ def take(settings: Settings, mirror: Path, work: Path, branch: str, start: str) 
             git("checkout", "-q", "-f", "-B", branch, start, "--", cwd=work, settings=settings)
             log.info("spare_taken", mirror=mirror.name, spare=spare.name)
             return True
-        except (SpareRefused, GitFailed, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the ordinary path follows
             log.warning("spare_refused", mirror=mirror.name, spare=spare.name,
                         error=exc.tail() if isinstance(exc, GitFailed) else str(exc))
-            remove_tree(spare)
-            if work.exists() or work.is_symlink():
-                remove_tree(work)
-            git("worktree", "prune", cwd=mirror, settings=settings, check=False)
+            try:
+                remove_tree(spare)
+                if work.exists() or work.is_symlink():
+                    remove_tree(work)
+                git("worktree", "prune", cwd=mirror, settings=settings, check=False)
+            except Exception as exc2:  # noqa: BLE001 - the sweep removes it later
+                log.warning("spare_not_removed", spare=spare.name, error=str(exc2))
+                return False  # work may still be in the way: only worktree add can tell
     return False
 
 
@@ -220,7 +224,7 @@ def sweep(settings: Settings, mirror: Path) -> list[str]:
         else:
             try:
                 _check(path / "work", mirror)
-            except (SpareRefused, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - unreadable is broken too
                 why = str(exc)
         if why:
             remove_tree(path)

@@ -181,6 +181,10 @@ def _break_index(made: Path, mirror: Path, tmp_path: Path) -> None:
     (admin / "index").write_bytes(b"DIRC garbage")  # git itself refuses the checkout
 
 
+def _break_binary(made: Path, mirror: Path, tmp_path: Path) -> None:
+    (made / "work" / ".git").write_bytes(b"\xff\xfe\x00garbage")
+
+
 def _break_symlink(made: Path, mirror: Path, tmp_path: Path) -> None:
     subprocess.run(["mv", str(made / "work"), str(made / "real")], check=True)
     os.symlink(made / "real", made / "work")
@@ -188,7 +192,8 @@ def _break_symlink(made: Path, mirror: Path, tmp_path: Path) -> None:
 
 def test_an_odd_spare_is_removed_and_the_job_takes_the_ordinary_path(tmp_path):
     url = _repo(tmp_path)
-    for i, breaks in enumerate((_break_gitfile, _break_admin, _break_index, _break_symlink)):
+    for i, breaks in enumerate((_break_gitfile, _break_admin, _break_index, _break_binary,
+                                  _break_symlink)):
         s = settings(tmp_path / str(i))
         s.job_root.parent.mkdir(exist_ok=True)
         first = worktree.prepare(_job(url), parse({}), s)
