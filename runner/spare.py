@@ -46,6 +46,8 @@ MAKING = ".making-"
 # A spare nobody took for this long goes: its repository is no longer worked on here, and
 # a checkout that far behind saves little.
 STALE_SECONDS = 24 * 3600
+# How long a finished spare waits for the mirror lock to be renamed into place.
+RENAME_WAIT_SECONDS = 5.0
 
 
 class SpareRefused(Exception):
@@ -170,7 +172,8 @@ def replenish(settings: Settings, mirror: Path) -> Path | None:
                 "refs/remotes/origin/HEAD", cwd=mirror, settings=settings)
         # The files, outside the lock (as a job's checkout is).
         git("reset", "-q", "--hard", cwd=making / "work", settings=settings)
-        with repo_cache.locked(mirror, settings):
+        # Not the hour a job would wait: a long push of another worker only costs this spare.
+        with repo_cache.locked(mirror, settings, timeout=RENAME_WAIT_SECONDS):
             admin = _check(making / "work", mirror)
             os.rename(making, done)
             _repoint(admin, done / "work")
@@ -180,23 +183,17 @@ def replenish(settings: Settings, mirror: Path) -> Path | None:
     except Exception as exc:  # noqa: BLE001 - a spare is never worth a failed iteration
         log.warning("spare_not_made", mirror=mirror.name,
                     error=exc.tail() if isinstance(exc, GitFailed) else str(exc))
+        # Without the lock (it may be what failed): a registration whose directory is gone
+        # is only pruned, by the sweep or the next prune under the lock.
         for path in (making, done):
-            if path.exists():
-                _remove(path, mirror, settings)
+            try:
+                remove_tree(path)
+            except OSError as exc2:  # the sweep removes it later
+                log.warning("spare_not_removed", spare=path.name, error=str(exc2))
         return None
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def _remove(spare: Path, mirror: Path, settings: Settings) -> None:
-    """A spare and its registration (under the lock: a prune may race a rename)."""
-    try:
-        with repo_cache.locked(mirror, settings):
-            remove_tree(spare)
-            git("worktree", "prune", cwd=mirror, settings=settings, check=False)
-    except Exception as exc:  # noqa: BLE001 - the sweep tries again
-        log.warning("spare_not_removed", spare=spare.name, error=str(exc))
 
 
 # -- the sweep ----------------------------------------------------------------------------

@@ -438,3 +438,32 @@ def test_a_spare_that_cannot_be_made_costs_nothing_but_a_log_line(tmp_path):
     assert spare.replenish(s, ws.mirror) is None
     assert _spares(s) == [] and list(spare.spare_root(s).iterdir()) == []
     assert _git(ws.mirror, "worktree", "list", "--porcelain").count("worktree ") == 2
+
+
+def test_a_spare_waits_for_the_lock_only_briefly_then_is_dropped(tmp_path, monkeypatch):
+    """Another worker's long push holds the lock when the spare is to be renamed: the
+    iteration gives the spare up after RENAME_WAIT_SECONDS instead of waiting an hour."""
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    ws = worktree.prepare(_job(url), parse({}), s)
+    monkeypatch.setattr(spare, "RENAME_WAIT_SECONDS", 0.5)
+    real_git, holder = spare.git, []
+
+    def git_then_someone_locks(*args, **kw):
+        out = real_git(*args, **kw)
+        if args[0] == "reset":  # the checkout, outside the lock: another worker takes it
+            holder.append(_held(ws.mirror).__enter__())
+        return out
+
+    monkeypatch.setattr(spare, "git", git_then_someone_locks)
+    started = time.monotonic()
+    try:
+        assert spare.replenish(s, ws.mirror) is None
+    finally:
+        for h in holder:
+            h.__exit__()
+    assert time.monotonic() - started < 5
+    assert list(spare.spare_root(s).iterdir()) == []
+    # Its registration goes with the next prune (the sweep's).
+    sweep_mirrors(s)
+    assert _git(ws.mirror, "worktree", "list", "--porcelain").count("worktree ") == 2
