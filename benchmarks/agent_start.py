@@ -16,7 +16,8 @@ cases (and of ``--baseline REV``, runner as of that git revision, ``git archive`
 ``--profile``: ``git`` is a shim that logs each call's wall time (bash, adds ~1 ms a
 call: use it for the breakdown, not for the headline), and the run log's structlog
 timestamps split the path: enqueue → job_claimed → worktree_created → agent_starting →
-agent exec.
+agent exec; and the ms the iteration spent making the next job's spare worktree
+(runner/spare.py) after the job's record, which delays the next claim.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def steps(env: dict[str, str], sample: dict, shim_log: Path | None) -> dict[str,
         if isinstance(e, dict) and e.get("event") in ("job_claimed", "worktree_created", "agent_starting"):
             when = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
             out.setdefault(e["event"], (when - sample["wall0"]) * 1000)
+        elif isinstance(e, dict) and e.get("event") == "spare_made":
+            out["spare made (ms)"] = e["ms"]  # after the record, before the iteration's exit
     out["agent exec"] = sample["total"] * 1000
     if shim_log is not None and shim_log.exists():
         calls = [line.split(" ", 2) for line in shim_log.read_text().splitlines()]
@@ -197,7 +200,8 @@ def main() -> None:
     for (name, case), items in prof.items():
         print(f"\nprofile, {name}, {case} (medians over {len(items)} samples, ms after the "
               f"enqueue; git: the calls before the agent's exec):")
-        for key in ("job_claimed", "worktree_created", "agent_starting", "agent exec", "git calls", "git ms"):
+        for key in ("job_claimed", "worktree_created", "agent_starting", "agent exec", "git calls", "git ms",
+                    "spare made (ms)"):
             values = [i[key] for i in items if key in i]
             if values:
                 print(f"  {key:18} {median(values):8.1f}")

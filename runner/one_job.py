@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import isolation, logs, quota, staging, state, webhook
+from runner import isolation, logs, quota, spare, staging, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
@@ -83,11 +83,23 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
             log.info("no_job", waited_seconds=settings.wait_seconds, stopped=stop.is_set())
             return Exit.STOPPED if stop.is_set() else Exit.OK
         # (the worker's row already says "running" with this job: the claim wrote it)
-        code = JobRun(settings, queue, claim, sink, run_log, stop).run()
+        run = JobRun(settings, queue, claim, sink, run_log, stop)
+        code = run.run()
         queue.worker_seen("idle", queues=settings.queues)
         if not stop.is_set():  # a stopping worker leaves deliveries to the next one
             webhook.deliver_due(queue, settings)  # the job just recorded, told at once
+        leave_spare(run, settings, stop)
         return code
+
+
+def leave_spare(run: JobRun, settings: Settings, stop: threading.Event) -> None:
+    """A checkout of the job's repository for the next iteration's job (runner/spare.py):
+    after the job is recorded, so it never delays a job's record, only the next claim
+    (by the time the checkout takes). Not when stopping, nor for a job another worker holds."""
+    ws = run.workspace
+    if ws is None or ws.mirror is None or run.claim_lost or stop.is_set():
+        return
+    spare.replenish(settings, ws.mirror)  # logs spare_made with its ms; never raises
 
 
 def prune_now_and_then(queue: Queue, settings: Settings) -> None:

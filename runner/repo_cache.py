@@ -69,17 +69,20 @@ def lock_path(mirror: Path) -> Path:
 
 
 @contextmanager
-def locked(mirror: Path, settings: Settings, *, wait: bool = True) -> Iterator[bool]:
+def locked(mirror: Path, settings: Settings, *, wait: bool = True,
+           timeout: float | None = None) -> Iterator[bool]:
     """Hold the mirror's inter-process lock (fcntl.flock on ``<mirror>.lock``).
 
     Yields True once held. With ``wait=False`` it yields False at once when another
-    process holds it; otherwise it waits up to RUNNER_GIT_LOCK_TIMEOUT_SECONDS.
+    process holds it; otherwise it waits up to ``timeout`` seconds (default
+    RUNNER_GIT_LOCK_TIMEOUT_SECONDS).
     """
     mirror.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(mirror)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        deadline = time.monotonic() + settings.git_lock_timeout_seconds
+        limit = settings.git_lock_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + limit
         waited, delay = False, 0.05
         while True:
             try:
@@ -94,7 +97,7 @@ def locked(mirror: Path, settings: Settings, *, wait: bool = True) -> Iterator[b
                     waited = True
                 if time.monotonic() >= deadline:
                     raise LockTimeout(f"the cache lock {path} was held by another worker for "
-                                      f"more than {settings.git_lock_timeout_seconds:.0f} s") from None
+                                      f"more than {limit:.0f} s") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         os.utime(fd)  # last use, for anyone expiring old mirrors

@@ -221,6 +221,9 @@ class Settings(DatabaseUrl, BaseSettings):
     # and can still be answered); its directory (the session to resume) is kept as long.
     blocked_expire_hours: Hours = 72
     keep_branch_hours: Hours = 168
+    # Checkouts of a mirror's origin/HEAD made after a job for the next one (runner/spare.py):
+    # how many per repository are kept ready; 0 turns them off. Never for an isolated agent.
+    spare_worktrees: int = Field(default=1, ge=0, le=16)
     # Leftovers (runner/leftovers.py): files bigger than this are listed, not committed.
     leftover_max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     # The runner's own identity on the commit of changes the agent left uncommitted.

@@ -7,6 +7,8 @@
   files) — once it finished more than RUNNER_KEEP_FAILED_HOURS ago (a blocked job's
   not before RUNNER_BLOCKED_EXPIRE_HOURS either); a succeeded job's not while a
   not-finished job continues from it (config.continue_from: its session files);
+* spare worktrees no longer wanted (runner/spare.py: a dead maker's ``.making-*``, broken,
+  too many, a day old, or their mirror gone);
 * every mirror's stale worktree registrations (``git worktree prune``);
 * job branches the runner made (``branch.<name>.runnercreated``) that no worktree uses
   and that are older than RUNNER_KEEP_BRANCH_HOURS.
@@ -25,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from runner import repo_cache, staging
+from runner import repo_cache, spare, staging
 from runner.contract import KEPT_FOR_INSPECTION
 from runner.gitcmd import git
 from runner.queue import Queue
@@ -41,10 +43,10 @@ STALE_STAGING_SECONDS = 7 * 24 * 3600
 
 
 def sweep(queue: Queue, settings: Settings) -> dict[str, list[str]]:
-    done: dict[str, list[str]] = {"job_dirs": [], "branches": []}
+    done: dict[str, list[str]] = {"job_dirs": [], "branches": [], "spares": []}
     try:
         done["job_dirs"] = sweep_job_root(queue, settings)
-        done["branches"] = sweep_mirrors(settings)
+        done["branches"] = sweep_mirrors(settings, done["spares"])
     except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the worker
         log.warning("sweep_failed", error=str(exc))
     return done
@@ -102,12 +104,18 @@ def _age(row: dict[str, Any] | None, path: Path) -> float:
     return time.time() - path.lstat().st_mtime
 
 
-def sweep_mirrors(settings: Settings) -> list[str]:
-    deleted = []
-    for mirror in repo_cache.mirrors(settings.cache_dir):
+def sweep_mirrors(settings: Settings, spares: list[str] | None = None) -> list[str]:
+    """Each mirror's spares, registrations and old branches; ``spares`` gets the names of
+    the spare worktrees removed (runner/spare.py)."""
+    deleted: list[str] = []
+    removed = spares if spares is not None else []
+    mirrors = repo_cache.mirrors(settings.cache_dir)
+    removed += spare.sweep_orphans(settings, mirrors)
+    for mirror in mirrors:
         with repo_cache.locked(mirror, settings, wait=False) as got:
             if not got or not (mirror / "HEAD").is_file():
                 continue
+            removed += spare.sweep(settings, mirror)  # before the prune: it drops their registrations
             git("worktree", "prune", cwd=mirror, settings=settings, check=False)
             deleted += _old_branches(mirror, settings)
     return deleted

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from runner import clone, inputs, repo_cache, staging
+from runner import clone, inputs, repo_cache, spare, staging
 from runner.errors import InvalidRef, JobInputError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git, rev
 from runner.jobconfig import JobConfig
@@ -94,14 +94,18 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
                 mirror, branch, job_id, base_commit, push, continuing, settings,
                 local=ready.refs[local_ref], remote=ready.refs[remote_ref],
                 owner=ready.config.get(f"branch.{branch}.runnerjob", ""))
+            taken = False
             if own_clone:
                 git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
             else:
-                _add_worktree(mirror, branch, work, start, settings)
+                # A checkout made in advance (runner/spare.py), else git writes every file.
+                taken = spare.take(settings, mirror, work, branch, start)
+                if not taken:
+                    _add_worktree(mirror, branch, work, start, settings)
             _record_branch(mirror, branch, job_id, ready.config, settings)
         except GitFailed as exc:
             raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
-    log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch,
+    log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch, spare=taken,
              base=base_ref or "HEAD", base_commit=base_commit,
              continued_from=start if start != base_commit else None)
     ws = Workspace(job_dir=job_dir, path=work, mirror=mirror, branch=branch,
@@ -110,6 +114,8 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     try:
         if own_clone:
             clone.create(ws, settings)
+        elif taken:
+            spare.clean(work, settings)
         else:
             git("reset", "-q", "--hard", cwd=work, settings=settings)
     except BaseException:

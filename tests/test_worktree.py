@@ -65,11 +65,15 @@ def test_cache_reused_two_worktrees_at_once_then_cleaned(queue, runner_env, tmp_
         assert row["status"] == "succeeded", row["error"]
         assert row["result"]["commits"]["count"] == 1
         assert row["result"]["commits"]["diffstat"]["files_changed"] == 1
-    assert list((tmp_path / "jobs").iterdir()) == []
+    # No job's directory is left; only the spare checkout for the next job (runner/spare.py).
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [".spare"]
+    spares = list((tmp_path / "jobs" / ".spare").iterdir())
+    assert len(spares) == 1
     mirror = repo_cache.mirror_dir(tmp_path / "cache", url)
     listed = subprocess.run(["git", "-C", str(mirror), "worktree", "list", "--porcelain"],
                             capture_output=True, text=True).stdout
-    assert listed.count("worktree ") == 1  # only the bare mirror itself
+    assert listed.count("worktree ") == 2  # the bare mirror itself and the spare
+    assert f"worktree {spares[0]}/work\n" in listed
 
 
 def test_branch_policy(queue, runner_env, tmp_path):
