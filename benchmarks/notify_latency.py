@@ -102,9 +102,9 @@ def enqueue_to_claim(url: str, n: int) -> dict[str, list[float]]:
             self.last_requeue = time.perf_counter() - t0
             return out
 
-        def claim(self, queues, lease_seconds):  # type: ignore[override]
+        def claim(self, queues, lease_seconds, *rest):  # type: ignore[override]
             t0 = time.perf_counter()
-            found = super().claim(queues, lease_seconds)
+            found = super().claim(queues, lease_seconds, *rest)
             if found is None:
                 ready.set()
             else:

@@ -319,9 +319,11 @@ class Queue:
                                 payload=Jsonb({}), config=Jsonb({}), run_after=None,
                                 dedupe_key=None, concurrency_key=None, concurrency_limit=None,
                                 depends_on=None)
-                claim = self.claim([own_queue], 60, None, default_agent) if row else None
-                if claim is not None:
-                    self._run("mark_running", id=claim.id, token=claim.token,
+                claimed = self._run("claim", queues=[own_queue], worker_id=self.worker_id,
+                                    pid=os.getpid(), lease_seconds=60, limits=Jsonb({}),
+                                    default_agent=default_agent)[0] if row else {}
+                if claimed.get("id") is not None:
+                    self._run("mark_running", id=claimed["id"], token=claimed["claim_token"],
                               worker_id=self.worker_id, worktree_path="", detail=Jsonb({}))
         except (DatabaseUnavailable, DatabaseWriteFailed, psycopg.Error):
             pass
