@@ -314,17 +314,15 @@ class Queue:
         own_queue = f"runner:warm-up:{self.worker_id}"[:200]
         try:
             with self.conn.transaction(force_rollback=True):
-                row = self._run("enqueue", prompt="", queue=own_queue, kind="task", priority=0,
-                                max_attempts=1, repo_url=None, base_ref=None, branch=None,
-                                payload=Jsonb({}), config=Jsonb({}), run_after=None,
-                                dedupe_key=None, concurrency_key=None, concurrency_limit=None,
-                                depends_on=None)
-                claimed = self._run("claim", queues=[own_queue], worker_id=self.worker_id,
-                                    pid=os.getpid(), lease_seconds=60, limits=Jsonb({}),
-                                    default_agent=default_agent)[0] if row else {}
-                if claimed.get("id") is not None:
-                    self._run("mark_running", id=claimed["id"], token=claimed["claim_token"],
-                              worker_id=self.worker_id, worktree_path="", detail=Jsonb({}))
+                # the claim statement, planned and run (its queue holds nothing queued) …
+                self._run("claim", queues=[own_queue], worker_id=self.worker_id,
+                          pid=os.getpid(), lease_seconds=60, limits=Jsonb({}),
+                          default_agent=default_agent)
+                # … and the triggers a claim and mark_running fire, on a job of our own
+                # that was never queued (queries.sql, warm_up_job)
+                [job] = self._run("warm_up_job", queue=own_queue, worker_id=self.worker_id)
+                self._run("mark_running", id=job["id"], token=job["claim_token"],
+                          worker_id=self.worker_id, worktree_path="", detail=Jsonb({}))
         except (DatabaseUnavailable, DatabaseWriteFailed, psycopg.Error):
             pass
 
