@@ -313,18 +313,28 @@ class Queue:
             return
         own_queue = f"runner:warm-up:{self.worker_id}"[:200]
         try:
-            with self.conn.transaction(force_rollback=True):
-                # the claim statement, planned and run (its queue holds nothing queued) …
-                self._run("claim", queues=[own_queue], worker_id=self.worker_id,
-                          pid=os.getpid(), lease_seconds=60, limits=Jsonb({}),
-                          default_agent=default_agent)
-                # … and the triggers a claim and mark_running fire, on a job of our own
-                # that was never queued (queries.sql, warm_up_job)
-                [job] = self._run("warm_up_job", queue=own_queue, worker_id=self.worker_id)
-                self._run("mark_running", id=job["id"], token=job["claim_token"],
-                          worker_id=self.worker_id, worktree_path="", detail=Jsonb({}))
+            self.conn.execute("BEGIN")
+            # the claim statement, planned and run (its queue holds nothing queued) …
+            self._run("claim", queues=[own_queue], worker_id=self.worker_id, pid=os.getpid(),
+                      lease_seconds=60, limits=Jsonb({}), default_agent=default_agent)
+            # … and the triggers a claim and mark_running fire, on a job of our own that
+            # was never queued (queries.sql, warm_up_job)
+            [job] = self._run("warm_up_job", queue=own_queue, worker_id=self.worker_id)
+            self._run("mark_running", id=job["id"], token=job["claim_token"],
+                      worker_id=self.worker_id, worktree_path="", detail=Jsonb({}))
         except (DatabaseUnavailable, DatabaseWriteFailed, psycopg.Error):
             pass
+        finally:
+            self._rollback_keeping_prepared()
+
+    def _rollback_keeping_prepared(self) -> None:
+        """ROLLBACK, sent past psycopg: on a ROLLBACK of its own psycopg forgets every
+        statement it prepared on the server (DEALLOCATE ALL), and the claim of a
+        long-running waiter would be parsed and planned again after every warm-up
+        (+1 to 1.5 ms a claim in benchmarks/peers.py)."""
+        with self.conn.lock:
+            if self.conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.pgconn.exec_(b"ROLLBACK")  # a broken connection: the next statement says so
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
         return self._announced("mark_running", id=claim.id, token=claim.token,
