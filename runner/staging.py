@@ -78,7 +78,9 @@ def _stage_job_dir(path: Path) -> None:
     if not _ours(work, stat.S_ISDIR):
         if os.path.lexists(work):
             remove_tree(work)
-        work.mkdir(mode=0o700)
+        # the mode worktree.prepare's own mkdir gives (umask applied): the runner must still
+        # enter it once an isolated agent owns it (Popen's chdir, as the runner's uid)
+        work.mkdir()
     for name in _FILES:
         ready = path / (name + READY)
         if not _ours(ready, stat.S_ISREG):

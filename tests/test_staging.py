@@ -129,6 +129,19 @@ def test_the_staged_dir_is_not_taken_over_an_existing_job_dir_or_with_other_mode
     assert staging.take_job_dir(settings, job_dir) is True and job_dir.is_dir()
 
 
+def test_the_staged_work_dir_has_the_mode_of_a_new_one(tmp_path):
+    """An isolated agent gets work/ chowned to it; the runner (not root in the container,
+    no CAP_DAC_OVERRIDE) must still enter it to start the agent there: 0700 would not do."""
+    settings = _settings(tmp_path)
+    run_log = tmp_path / "r.log"
+    run_log.write_text("")
+    staging.stage(settings, run_log)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    staged = staging.next_job_dir(settings) / "work.ready"
+    assert stat.S_IMODE(staged.stat().st_mode) == stat.S_IMODE(fresh.stat().st_mode)
+
+
 def test_staging_again_keeps_what_is_there_and_follows_the_new_run_log(tmp_path):
     settings = _settings(tmp_path)
     settings.job_root.mkdir()
