@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from runner import state
-from runner.workspace import PAYLOAD_FILE, STDERR_FILE, STDOUT_FILE, WORK_DIR, remove_tree
+from runner.workspace import (PAYLOAD_FILE, STDERR_FILE, STDOUT_FILE, WORK_DIR, made_ahead,
+                              remove_tree)
 
 if TYPE_CHECKING:  # not imported: runner.state (the supervisor's helper too) imports this
     from runner.settings import Settings
@@ -62,7 +63,7 @@ def stage(settings: Settings, run_log: Path) -> None:
         _stage_job_dir(next_job_dir(settings))
         _stage_link(job_log_link(settings), run_log)
         ready = settings.state_dir / state.CURRENT_JOB_READY
-        if not _ours(ready, stat.S_ISREG):
+        if not made_ahead(ready, stat.S_ISREG):
             ready.unlink(missing_ok=True)
             _create_file(ready)
     except OSError as exc:
@@ -70,12 +71,12 @@ def stage(settings: Settings, run_log: Path) -> None:
 
 
 def _stage_job_dir(path: Path) -> None:
-    if os.path.lexists(path) and not _ours(path, stat.S_ISDIR, empty=False, mode=0o700):
+    if os.path.lexists(path) and not made_ahead(path, stat.S_ISDIR, empty=False, mode=0o700):
         remove_tree(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # the job root, as worktree.prepare makes it
     path.mkdir(mode=0o700, exist_ok=True)
     work = path / (WORK_DIR + READY)
-    if not _ours(work, stat.S_ISDIR):
+    if not made_ahead(work, stat.S_ISDIR):
         if os.path.lexists(work):
             remove_tree(work)
         # the mode worktree.prepare's own mkdir gives (umask applied): the runner must still
@@ -83,7 +84,7 @@ def _stage_job_dir(path: Path) -> None:
         work.mkdir()
     for name in _FILES:
         ready = path / (name + READY)
-        if not _ours(ready, stat.S_ISREG):
+        if not made_ahead(ready, stat.S_ISREG):
             if os.path.lexists(ready):
                 remove_tree(ready)
             _create_file(ready)
@@ -105,32 +106,10 @@ def _create_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
-def _ours(path: Path, kind, *, empty: bool = True, mode: int | None = None) -> bool:  # noqa: ANN001
-    """Made by this uid, of that kind (never a symlink), and empty (a file of no bytes, a
-    directory with no entry), with ``mode`` if given."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    if not kind(st.st_mode) or st.st_uid != os.geteuid():
-        return False
-    if mode is not None and stat.S_IMODE(st.st_mode) != mode:
-        return False
-    if empty:
-        if stat.S_ISREG(st.st_mode):
-            return st.st_size == 0
-        try:
-            with os.scandir(path) as entries:
-                return next(entries, None) is None
-        except OSError:
-            return False
-    return True
-
-
 def take_job_dir(settings: Settings, job_dir: Path) -> bool:
     """Rename the staged job directory to ``job_dir`` (which must not exist yet)."""
     staged = next_job_dir(settings)
-    if os.path.lexists(job_dir) or not _ours(staged, stat.S_ISDIR, empty=False, mode=0o700):
+    if os.path.lexists(job_dir) or not made_ahead(staged, stat.S_ISDIR, empty=False, mode=0o700):
         return False
     try:
         os.rename(staged, job_dir)
@@ -143,7 +122,7 @@ def take(path: Path, *, directory: bool = False) -> bool:
     """Rename ``<path>.ready``, made ahead and still empty, to ``path`` (which must not
     exist). False when there is none: the caller creates ``path`` itself."""
     ready = path.with_name(path.name + READY)
-    if os.path.lexists(path) or not _ours(ready, stat.S_ISDIR if directory else stat.S_ISREG):
+    if os.path.lexists(path) or not made_ahead(ready, stat.S_ISDIR if directory else stat.S_ISREG):
         return False
     try:
         os.rename(ready, path)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from runner import secrets
 from runner.contract import StateFile, SupervisorStatus
+from runner.workspace import made_ahead
 
 
 def _write(path: Path, text: str, staged: bool = False) -> None:
@@ -38,12 +39,11 @@ CURRENT_JOB_READY = ".current_job.ready"
 
 
 def _take_ready(ready: Path, tmp: Path) -> None:
-    try:
-        st = os.lstat(ready)
-        if st.st_size == 0 and st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode):
+    if made_ahead(ready, stat.S_ISREG):
+        try:
             os.rename(ready, tmp)
-    except OSError:
-        pass  # none made: the temporary is created, as it always was
+        except OSError:
+            pass  # none made: the temporary is created, as it always was
 
 
 LAST_ERROR_FILE = StateFile.LAST_ERROR

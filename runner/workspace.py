@@ -2,13 +2,15 @@
 
 ``Workspace`` is the job directory and the tree the agent runs in (runner.worktree makes it,
 runner.clone gives an isolated agent its own, runner.leftovers, runner.push and runner.gates
-read it); ``remove_tree`` deletes such a tree whatever the agent did to its modes.
+read it); ``remove_tree`` deletes such a tree whatever the agent did to its modes;
+``made_ahead`` says whether a file or directory made in advance may be taken.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +62,26 @@ def remove_tree(path: Path) -> None:
 
     if path.exists():
         shutil.rmtree(path, onerror=retry_writable)
+
+
+def made_ahead(path: Path, kind, *, empty: bool = True, mode: int | None = None) -> bool:  # noqa: ANN001
+    """What the runner made ahead and may take (runner/staging.py, runner/state.py): made
+    by this uid, of that kind (never a symlink), and empty (a file of no bytes, a directory
+    with no entry), with ``mode`` if given."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not kind(st.st_mode) or st.st_uid != os.geteuid():
+        return False
+    if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+        return False
+    if empty:
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size == 0
+        try:
+            with os.scandir(path) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return False
+    return True
