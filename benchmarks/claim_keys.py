@@ -99,12 +99,10 @@ class BaselineQueue(Queue):
 
     claim_sql = ""
 
-    def _run(self, name, **params):
-        if name != "claim":
-            return super()._run(name, **params)
+    def _claim_statement(self, **params):
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(self.claim_sql, params)
-            return cur.fetchall()
+            return cur.fetchall()[0]
 
 
 def claims(url: str, n: int, busy: int, keys: int | None, long_first: bool,

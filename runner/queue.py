@@ -28,6 +28,10 @@ NOTIFY_CHANNEL = "runner_jobs"
 # A claim that found a job but lost its key's slot to a concurrent claim tries again, with
 # a fresh snapshot, this many times in all (each time some other worker made progress).
 CLAIM_RACE_RETRIES = 5
+# PostgreSQL plans a prepared statement anew for its first five runs and makes its generic
+# plan at the sixth (plancache.c): the warm-up runs the claim this often, so the claim that
+# a NOTIFY wakes is not planned at all (Queue._claim_statement).
+CLAIM_PLAN_RUNS = 6
 
 
 @dataclass(frozen=True)
@@ -100,16 +104,22 @@ class Queue:
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
         return self._execute(name, queries()[name], params)[0]
 
+    def _prepared(self) -> bool:
+        """Server-side prepared statements are allowed on this connection (not behind a
+        transaction-mode pooler, runner/pooler.py, where psycopg's threshold is None)."""
+        return self.conn.prepare_threshold is not None
+
     def _execute(self, name: str, statement: str | tuple[str, ...],
-                 params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+                 params: dict[str, Any], prepare: bool | None = None) -> list[list[dict[str, Any]]]:
         """The rows of each statement in ``statement``: one, or a tuple of them sent in one
-        pipeline (_announced's; ``params`` go to the statements that name them)."""
+        pipeline (_announced's; ``params`` go to the statements that name them).
+        ``prepare``: psycopg's own choice (None), or prepared server-side at once (True)."""
         try:
             if isinstance(statement, tuple):
                 return self._pipelined(statement, params)
             # dict rows also on a connection of the web app's own (runner/client.py)
             with psycopg.Cursor(self.conn, row_factory=dict_row) as cur:
-                cur.execute(statement, params)
+                cur.execute(statement, params, prepare=prepare)
                 sets = []
                 while True:
                     sets.append(_rows(cur))
@@ -287,9 +297,9 @@ class Queue:
         queued again, and mark_running (durable, so it flushes the claim too) finds no
         claim and the agent is never started."""
         for _ in range(CLAIM_RACE_RETRIES):
-            row = self._run("claim", queues=list(queues), worker_id=self.worker_id,
-                            pid=os.getpid(), lease_seconds=lease_seconds,
-                            limits=Jsonb(limits or {}), default_agent=default_agent)[0]
+            row = self._claim_statement(queues=list(queues), worker_id=self.worker_id,
+                                        pid=os.getpid(), lease_seconds=lease_seconds,
+                                        limits=Jsonb(limits or {}), default_agent=default_agent)
             candidates = row.pop("candidates")
             if row["id"] is not None:
                 return Claim(row)
@@ -297,6 +307,17 @@ class Queue:
                 return None
             # Another worker took the key's last slot after our snapshot: look again.
         return None
+
+    def _claim_statement(self, **params: Any) -> dict[str, Any]:
+        """The claim, prepared server-side from its first run on (where the connection
+        allows it): a 30-line statement costs ~1 ms to plan, and a NOTIFY wakes a worker
+        whose claim is then planned once more for nothing. Prepared, PostgreSQL plans it
+        per call for its first five runs, then keeps one generic plan when that is no
+        costlier (plan_cache_mode auto) — the warm-up makes those runs (CLAIM_PLAN_RUNS).
+        Its parameters never change the plan's shape: the queue list is an init plan
+        either way, and the walk is the jobs_queued_heads index's order."""
+        prepare = True if self._prepared() else None
+        return self._execute("claim", queries()["claim"], params, prepare=prepare)[0][0]
 
     def warm_up(self, default_agent: str = "claude") -> None:
         """Run the claim path once, on a job of our own that no other worker can see, and
@@ -314,9 +335,12 @@ class Queue:
         own_queue = f"runner:warm-up:{self.worker_id}"[:200]
         try:
             self.conn.execute("BEGIN")
-            # the claim statement, planned and run (its queue holds nothing queued) …
-            self._run("claim", queues=[own_queue], worker_id=self.worker_id, pid=os.getpid(),
-                      lease_seconds=60, limits=Jsonb({}), default_agent=default_agent)
+            # the claim statement, run until its generic plan is made (its queue holds
+            # nothing queued) …
+            for _ in range(CLAIM_PLAN_RUNS if self._prepared() else 1):
+                self._claim_statement(queues=[own_queue], worker_id=self.worker_id,
+                                      pid=os.getpid(), lease_seconds=60, limits=Jsonb({}),
+                                      default_agent=default_agent)
             # … and the triggers a claim and mark_running fire, on a job of our own that
             # was never queued (queries.sql, warm_up_job)
             [job] = self._run("warm_up_job", queue=own_queue, worker_id=self.worker_id)

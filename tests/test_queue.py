@@ -175,11 +175,11 @@ def test_a_status_change_is_flushed_to_disk_before_it_returns_and_still_announce
     sent, before, flushed_to = [], {}, {}
     execute = queue._execute
 
-    def spy(name, statement, params, *args):
+    def spy(name, statement, params, *args, **kwargs):
         sent.append(name)
         if name in ("mark_running", "finish", "requeue") and name not in before:
             before[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
-        return execute(name, statement, params, *args)
+        return execute(name, statement, params, *args, **kwargs)
 
     def flushed_after(name, changed):
         flushed_to[name] = queue.flushed_to
@@ -247,6 +247,37 @@ def test_status_changes_warn_of_nothing_and_are_prepared_unless_a_pooler_forbids
         assert flush_prepared == (prepare_threshold is not None), prepared
     finally:
         queue.close()
+
+
+@pytest.mark.parametrize("prepare_threshold", [5, None], ids=["prepared", "behind-a-pooler"])
+def test_the_warm_up_leaves_the_claim_planned_so_a_woken_claim_plans_nothing(
+        db_url, queue, prepare_threshold):
+    """A waiting worker's warm-up runs the claim until PostgreSQL keeps a generic plan of
+    it: the claim a NOTIFY wakes is executed, not parsed and planned (~1 ms of a claim on
+    these machines, benchmarks/agent_start.py). Never prepared behind a transaction-mode
+    pooler, where the next transaction may be another server connection's."""
+    worker = Queue.open(db_url, "warm-worker", prepare_threshold=prepare_threshold)
+    try:
+        worker.warm_up("command")
+        plans = worker.conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s", ["%%FOR UPDATE OF j SKIP LOCKED%%"]).fetchall()
+        if prepare_threshold is None:
+            assert plans == []
+        else:
+            assert len(plans) == 1 and plans[0]["generic_plans"] >= 1, plans
+        job = queue.enqueue(prompt="after the warm-up")
+        claim = worker.claim(["default"], 60)
+        assert claim is not None and claim.id == job["id"]
+        if prepare_threshold is not None:
+            after = worker.conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE %s", ["%%FOR UPDATE OF j SKIP LOCKED%%"]).fetchone()
+            # the real claim ran the kept plan: no plan of its own
+            assert after["generic_plans"] == plans[0]["generic_plans"] + 1, (plans, after)
+            assert after["custom_plans"] == plans[0]["custom_plans"]
+    finally:
+        worker.close()
 
 
 def int_lsn(lsn: str) -> int:
