@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from runner import secrets
@@ -99,6 +100,48 @@ def git(*args: str, cwd: Path | None = None, settings: Settings | None = None,
     """Run ``git <hardening> <args>``; raise GitFailed (classified) when it fails.
     ``env`` adds variables (GIT_INDEX_FILE, an identity) to the fixed environment;
     ``input`` is git's stdin (a ``--batch`` command's lines), else stdin is empty."""
+    return start(*args, cwd=cwd, settings=settings, timeout=timeout, with_token=with_token,
+                 env=env, input=input).wait(check=check)
+
+
+class Running:
+    """A git process started by :func:`start`; :meth:`wait` ends it as :func:`git` does."""
+
+    def __init__(self, args: tuple[str, ...], proc: subprocess.Popen[str], settings: Settings | None,
+                 timeout: float, input: str | None) -> None:
+        self.args, self.proc, self.settings = args, proc, settings
+        self.timeout, self.input = timeout, input
+        self.started = time.monotonic()
+
+    def wait(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc, args = self.proc, self.args
+        timeout = max(self.timeout - (time.monotonic() - self.started), 0.001)
+        try:
+            out, err = proc.communicate(self.input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # git-remote-https, ssh and pack-objects are git's children: end the whole group.
+            _kill_group(proc.pid)
+            out, err = proc.communicate()
+            raise GitFailed(list(args), None, f"{err}\ngit timed out after {self.timeout:.0f} s",
+                            "transient") from None
+        finally:
+            _kill_group(proc.pid)
+        if check and proc.returncode != 0:
+            raise GitFailed(list(args), proc.returncode, redact(err, self.settings), classify(err))
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def abandon(self) -> None:
+        """Not wanted any more: the process group ends, its output is dropped."""
+        _kill_group(self.proc.pid)
+        if self.proc.returncode is None:
+            self.proc.communicate()
+
+
+def start(*args: str, cwd: Path | None = None, settings: Settings | None = None,
+          timeout: float | None = None, with_token: bool = False,
+          env: dict[str, str] | None = None, input: str | None = None) -> Running:
+    """:func:`git` started, not waited for: the caller does other work while it runs
+    (runner/spare.py checks a spare while the mirror fetches) and then ``wait()``s."""
     extra = credential_args(settings) if (with_token and settings is not None) else []
     argv = ["git", *HARDENING, *extra, *args]
     if timeout is None:
@@ -109,19 +152,7 @@ def git(*args: str, cwd: Path | None = None, settings: Settings | None = None,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # git-remote-https, ssh and pack-objects are git's children: end the whole group.
-        _kill_group(proc.pid)
-        out, err = proc.communicate()
-        raise GitFailed(list(args), None, f"{err}\ngit timed out after {timeout:.0f} s",
-                        "transient") from None
-    finally:
-        _kill_group(proc.pid)
-    if check and proc.returncode != 0:
-        raise GitFailed(list(args), proc.returncode, redact(err, settings), classify(err))
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return Running(args, proc, settings, timeout, input)
 
 
 def _kill_group(pgid: int) -> None:

@@ -19,7 +19,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ import structlog
 from tenacity import (Retrying, retry_if_exception, stop_after_attempt,
                       wait_exponential)
 
-from runner import gitfiles
+from runner import gitcmd, gitfiles
 from runner.errors import IterationError, RepositoryUnavailable
 from runner.gitcmd import GitFailed, git
 from runner.inputs import display_url
@@ -134,10 +134,13 @@ def ensure_mirror(url: str, mirror: Path, settings: Settings) -> str:
 
 
 def prepare_mirror(url: str, mirror: Path, settings: Settings,
-                   refs: tuple[str, ...] = ()) -> Mirror:
+                   refs: tuple[str, ...] = (), *,
+                   while_fetching: Callable[[], None] | None = None) -> Mirror:
     """Clone or fetch the mirror (caller holds the lock), then resolve ``refs`` (object
     names such as ``refs/heads/x^{commit}``; validated names only) in the same git process
-    that checks the remote's HEAD.
+    that checks the remote's HEAD. ``while_fetching`` is called once while the fetch of an
+    existing mirror runs (work that does not need its result: taking a spare worktree);
+    never for a clone.
 
     A mirror git cannot read is removed and cloned again, once. Transient network
     failures are retried; a missing repository or rejected credentials are not.
@@ -151,7 +154,8 @@ def prepare_mirror(url: str, mirror: Path, settings: Settings,
             return _clone(url, mirror, settings, refs)
         config = _repair(mirror, url, config)[0]
         try:
-            return Mirror("fetched", _last_values(config), _fetch(url, mirror, settings, refs))
+            return Mirror("fetched", _last_values(config),
+                          _fetch(url, mirror, settings, refs, while_fetching=while_fetching))
         except GitFailed as exc:
             if exc.kind not in ("corrupt", "other"):
                 raise
@@ -233,12 +237,21 @@ _ORIGIN_HEAD = "refs/remotes/origin/HEAD^{commit}"
 
 
 def _fetch(url: str, mirror: Path, settings: Settings, refs: tuple[str, ...] = (), *,
-           set_head: bool = False) -> dict[str, str | None]:
+           set_head: bool = False,
+           while_fetching: Callable[[], None] | None = None) -> dict[str, str | None]:
     """Fetch; return what ``refs`` and the remote's HEAD resolve to (one process)."""
     for attempt in retrying(settings, "fetch", url):
         with attempt:
-            git("fetch", "-q", "--prune", "--tags", "origin", cwd=mirror, settings=settings,
-                with_token=True)
+            fetch = gitcmd.start("fetch", "-q", "--prune", "--tags", "origin", cwd=mirror,
+                                 settings=settings, with_token=True)
+            if while_fetching is not None:
+                during, while_fetching = while_fetching, None  # once, at the first try
+                try:
+                    during()
+                except BaseException:
+                    fetch.abandon()
+                    raise
+            fetch.wait()
     names = (_ORIGIN_HEAD, *refs)
     resolved = resolve(mirror, names, settings)
     if set_head or resolved[_ORIGIN_HEAD] is None:

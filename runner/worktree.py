@@ -59,6 +59,9 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
             inputs.check_ref(base_ref, "base_ref", settings)
     continuing = config.on_retry == "continue"
     settings.job_root.mkdir(parents=True, exist_ok=True)
+    # An earlier attempt's worktree may still be registered for this very path: its spare
+    # is taken after the branch checks (below), which must not see the spare as that one.
+    earlier_attempt = job_dir.exists() or job_dir.is_symlink()
     _clear_previous_attempt(job_dir)
     # The directory the worker made while it waited, renamed (runner/staging.py), or a new one.
     staged = staging.take_job_dir(settings, job_dir)
@@ -82,9 +85,27 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     candidates = _base_candidates(base_ref)
     local_ref, remote_ref = f"refs/heads/{branch}^{{commit}}", f"refs/remotes/origin/{branch}^{{commit}}"
     with repo_cache.locked(mirror, settings):
-        # The fetch, then every ref this job asks about resolved in one git process.
-        ready = repo_cache.prepare_mirror(url, mirror, settings,
-                                          (*candidates, local_ref, remote_ref))
+        # A checkout made in advance (runner/spare.py), taken and checked while the mirror
+        # fetches (both cores at work; the fetch alone is the wait).
+        taken_early: list[spare.Early | None] = []
+
+        def take_spare() -> None:
+            taken_early.append(spare.take_early(settings, mirror, work))
+
+        try:
+            # The fetch, then every ref this job asks about resolved in one git process.
+            ready = repo_cache.prepare_mirror(
+                url, mirror, settings, (*candidates, local_ref, remote_ref),
+                while_fetching=None if own_clone or earlier_attempt else take_spare)
+        except BaseException:
+            for early in taken_early:
+                if early is not None:
+                    early.abandon()
+            raise
+        early = taken_early[0] if taken_early else None
+        if early is not None and ready.action != "fetched":  # a new clone: no registration
+            early.abandon()
+            early = None
         action = ready.action
         try:
             # Stale worktree registrations are pruned by the sweep before each claim
@@ -97,6 +118,8 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
             taken = False
             if own_clone:
                 git("update-ref", "--", f"refs/heads/{branch}", start, cwd=mirror, settings=settings)
+            elif early is not None and early.finish(settings, mirror, branch, start):
+                taken = True
             else:
                 # A checkout made in advance (runner/spare.py), else git writes every file.
                 taken = spare.take(settings, mirror, work, branch, start)
@@ -104,7 +127,13 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
                     _add_worktree(mirror, branch, work, start, settings)
             _record_branch(mirror, branch, job_id, ready.config, settings)
         except GitFailed as exc:
+            if early is not None:
+                early.abandon()
             raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
     log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch, spare=taken,
              base=base_ref or "HEAD", base_commit=base_commit,
              continued_from=start if start != base_commit else None)
@@ -115,7 +144,8 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
         if own_clone:
             clone.create(ws, settings)
         elif taken:
-            spare.clean(work, settings)
+            if early is None or not early.cleaned:  # (a clean one was checked while fetching)
+                spare.clean(work, settings)
         else:
             git("reset", "-q", "--hard", cwd=work, settings=settings)
     except BaseException:

@@ -15,6 +15,10 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+import structlog
+import structlog.testing
+
 from tests.conftest import REPO, fake, make_git_repo, run_one_job
 from gitkit import commit, settings
 
@@ -165,6 +169,95 @@ def test_stray_files_and_changes_in_a_spare_never_reach_the_job(tmp_path):
     taken = worktree.prepare(_job(url), parse({}), s)
     assert _spares(s) == []
     _equal(first, taken)
+
+
+def _untracked(work: Path) -> None:
+    (work / "stray.txt").write_text("s")
+
+
+def _ignored(work: Path) -> None:
+    (work / "x.log").write_text("ignored")
+
+
+def _ignored_dir(work: Path) -> None:
+    (work / "build").mkdir()
+    (work / "build" / "out").write_text("o")
+
+
+def _nested_repo(work: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(work / "nested")], check=True)
+
+
+def _tracked_changed(work: Path) -> None:
+    (work / "d0" / "f0.py").write_text("tampered\n")
+
+
+def _tracked_deleted(work: Path) -> None:
+    (work / "d1" / "f10.py").unlink()
+
+
+def _mode_changed(work: Path) -> None:
+    (work / "d0" / "f2.py").chmod(0o755)
+
+
+def _link_retargeted(work: Path) -> None:
+    (work / "link").unlink()
+    os.symlink("d0/f1.py", work / "link")
+
+
+@pytest.mark.parametrize("change", [_untracked, _ignored, _ignored_dir, _nested_repo,
+                                    _tracked_changed, _tracked_deleted, _mode_changed,
+                                    _link_retargeted])
+def test_any_one_difference_in_a_spare_makes_the_job_check_it_out_again(tmp_path, change):
+    """A spare is used without a checkout only when `git status` (run while the mirror
+    fetches) finds nothing in it but its commit; each kind of difference alone is seen."""
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    first = worktree.prepare(_job(url), parse({}), s)
+    made = spare.replenish(s, first.mirror)
+    change(made / "work")
+    with structlog.testing.capture_logs() as logs:
+        taken = worktree.prepare(_job(url), parse({}), s)
+    assert _spares(s) == []
+    _equal(first, taken)
+    [event] = [e for e in logs if e["event"] == "spare_taken"]
+    assert event["checkout"] is True and event["pristine"] is False, event
+
+
+def test_a_pristine_spare_at_the_remote_head_needs_no_checkout(tmp_path):
+    """The common job: the remote did not move since the spare was made. Its branch and
+    HEAD are written without a git checkout or clean, and the worktree is what git makes."""
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    first = worktree.prepare(_job(url), parse({}), s)
+    spare.replenish(s, first.mirror)
+    with structlog.testing.capture_logs() as logs:
+        taken = worktree.prepare(_job(url), parse({}), s)
+    [event] = [e for e in logs if e["event"] == "spare_taken"]
+    assert event["checkout"] is False, event
+    _equal(first, taken)
+    # git agrees it is an ordinary branch checkout: commits land on the job's branch.
+    (taken.path / "new.txt").write_text("x")
+    _git(taken.path, "add", "new.txt")
+    _git(taken.path, "-c", "user.name=a", "-c", "user.email=a@a", "commit", "-qm", "agent")
+    assert _git(taken.mirror, "rev-parse", f"refs/heads/{taken.branch}").strip() == \
+        _git(taken.path, "rev-parse", "HEAD").strip()
+    assert worktree.commits(taken, s)["count"] == 1
+
+
+def test_a_spare_branch_that_exists_already_is_left_to_git(tmp_path):
+    """The job's branch exists in the mirror (an earlier job's, with no work of its own):
+    the Python shortcut never overwrites a ref; git's checkout -B decides, as without spares."""
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    first = worktree.prepare(_job(url, branch="shared"), parse({}), s)
+    worktree.remove(first, s)
+    spare.replenish(s, first.mirror)
+    with structlog.testing.capture_logs() as logs:
+        again = worktree.prepare(_job(url, branch="shared"), parse({}), s)
+    [event] = [e for e in logs if e["event"] == "spare_taken"]
+    assert event["checkout"] is True and event["pristine"] is True and event["moved"] is False, event
+    assert _state(again)["status"] == "" and _state(again)["head"] == "refs/heads/shared"
 
 
 def _break_gitfile(made: Path, mirror: Path, tmp_path: Path) -> None:
