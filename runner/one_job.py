@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import isolation, logs, quota, spare, staging, state, webhook
+from runner import isolation, logs, quota, repo_cache, spare, staging, state, webhook
 from runner.errors import DatabaseUnavailable, IterationError, SettingsError
 from runner.contract import Exit
 from runner.job import JobRun
@@ -88,17 +88,19 @@ def iterate(settings: Settings, sink: logs.Sink, run_log, stop: threading.Event)
         queue.worker_seen("idle", queues=settings.queues)
         if not stop.is_set():  # a stopping worker leaves deliveries to the next one
             webhook.deliver_due(queue, settings)  # the job just recorded, told at once
-        leave_spare(run, settings, stop)
+        after_the_job(run, settings, stop)
         return code
 
 
-def leave_spare(run: JobRun, settings: Settings, stop: threading.Event) -> None:
-    """A checkout of the job's repository for the next iteration's job (runner/spare.py):
-    after the job is recorded, so it never delays a job's record, only the next claim
-    (by the time the checkout takes). Not when stopping, nor for a job another worker holds."""
+def after_the_job(run: JobRun, settings: Settings, stop: threading.Event) -> None:
+    """The mirror's upkeep and a checkout of the job's repository for the next iteration's
+    job (runner/spare.py): after the job is recorded, so neither delays a job's record,
+    only the next claim (by the time they take). Not when stopping, nor for a job another
+    worker holds."""
     ws = run.workspace
     if ws is None or ws.mirror is None or run.claim_lost or stop.is_set():
         return
+    repo_cache.upkeep(ws.mirror, settings)  # never raises
     spare.replenish(settings, ws.mirror)  # logs spare_made with its ms; never raises
 
 

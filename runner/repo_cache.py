@@ -242,8 +242,10 @@ def _fetch(url: str, mirror: Path, settings: Settings, refs: tuple[str, ...] = (
     """Fetch; return what ``refs`` and the remote's HEAD resolve to (one process)."""
     for attempt in retrying(settings, "fetch", url):
         with attempt:
-            fetch = gitcmd.start("fetch", "-q", "--prune", "--tags", "origin", cwd=mirror,
-                                 settings=settings, with_token=True)
+            # No auto-maintenance here: its process would sit between a job's claim and
+            # its agent; upkeep() runs it after the job instead.
+            fetch = gitcmd.start("fetch", "-q", "--prune", "--tags", "--no-auto-maintenance",
+                                 "origin", cwd=mirror, settings=settings, with_token=True)
             if while_fetching is not None:
                 during, while_fetching = while_fetching, None  # once, at the first try
                 try:
@@ -266,6 +268,23 @@ def _fetch(url: str, mirror: Path, settings: Settings, refs: tuple[str, ...] = (
             git("rev-parse", "--verify", "-q", _ORIGIN_HEAD, cwd=mirror, settings=settings)
             raise GitFailed(["rev-parse", _ORIGIN_HEAD], 1, "origin/HEAD names no commit", "other")
     return resolved
+
+
+def upkeep(mirror: Path, settings: Settings) -> None:
+    """git's own housekeeping of the mirror (``maintenance run --auto``: a gc once loose
+    objects or packs pile up), after a job instead of inside its fetch, where it cost a
+    process on the way to the agent's start. Under the lock, unless another worker holds
+    it (a job of theirs; the next upkeep does it). Never raises: a mirror never gc'd is
+    slower, nothing worse."""
+    if not (mirror / "HEAD").is_file():
+        return
+    try:
+        with locked(mirror, settings, wait=False) as got:
+            if got:
+                git("maintenance", "run", "--auto", "--quiet", cwd=mirror, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("mirror_upkeep_failed", mirror=mirror.name,
+                    error=exc.tail() if isinstance(exc, GitFailed) else str(exc))
 
 
 def repair_config(mirror: Path, url: str | None = None) -> list[str]:

@@ -205,3 +205,37 @@ def test_origin_head_read_from_the_files_agrees_with_git(tmp_path, origin):
     shutil.rmtree(mirror / "objects")
     (mirror / "objects").mkdir()
     assert not gitfiles.origin_head_present(mirror) and not git_says()
+
+
+def _loose_objects(mirror: Path) -> int:
+    out = subprocess.run(["git", "-C", str(mirror), "count-objects"], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_the_fetch_leaves_gc_to_the_upkeep_after_the_job(tmp_path, origin):
+    """The fetch before a job's agent runs no auto-maintenance (a process on the way to the
+    agent's start); repo_cache.upkeep, after the job, does git's gc when it is due."""
+    s = settings(tmp_path)
+    mirror = repo_cache.mirror_dir(s.cache_dir, origin)
+    _ensure(origin, s)
+    # gc is due: a low gc.auto, and loose objects in objects/17 (what git's estimate counts)
+    subprocess.run(["git", "-C", str(mirror), "config", "gc.auto", "1"], check=True)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    paths = []
+    for i in range(1200):
+        (blobs / str(i)).write_text(f"blob {i}\n")
+        paths.append(str(blobs / str(i)))
+    subprocess.run(["git", "-C", str(mirror), "hash-object", "-w", "--stdin-paths"],
+                   input="\n".join(paths) + "\n", text=True, check=True, capture_output=True)
+    loose = _loose_objects(mirror)
+    assert loose >= 1200
+    assert _ensure(origin, s)[0] == "fetched"
+    assert _loose_objects(mirror) == loose, "the fetch ran git's auto-maintenance"
+    # Busy (another worker holds the lock): skipped, not waited for.
+    with repo_cache.locked(mirror, s):
+        repo_cache.upkeep(mirror, s)
+    assert _loose_objects(mirror) == loose
+    repo_cache.upkeep(mirror, s)
+    assert _loose_objects(mirror) < loose

@@ -504,7 +504,7 @@ def test_each_iteration_leaves_a_spare_for_the_next(queue, runner_env, tmp_path)
 def test_no_spare_when_the_claim_was_lost_or_the_worker_stops(tmp_path):
     from types import SimpleNamespace
 
-    from runner.one_job import leave_spare
+    from runner.one_job import after_the_job as leave_spare
 
     url = _repo(tmp_path)
     s = settings(tmp_path)
