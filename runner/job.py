@@ -6,6 +6,7 @@ bad input ends ``failed`` with a sentence; a runner-side failure hands the claim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -112,20 +113,28 @@ class JobRun:
         rescued = leftovers.rescue_previous(self.job, self.settings,
                                             commit=config.commit_leftovers) if continuing else None
         self.workspace = continue_from.prepare(self.job, earlier, config, self.settings)
-        payload_path = self._write_payload()
-        # fresh_prompt: what a refused resume starts afresh with
-        prompt, resume, fresh_prompt = continuation.plan(
-            self.job, self.workspace, self.settings, agent, prompt, earlier, continuing)
-        ctx = RunContext(job=self.job, config=config, settings=self.settings,
-                         workdir=self.workspace.path, job_dir=self.workspace.job_dir,
-                         payload_path=payload_path, prompt=prompt, resume_session=resume)
-        command = agent.command(ctx)
-        self._give_to_agent(self.workspace.job_dir / "mcp.json")  # a job's inline MCP config
-        self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
         if self.stop.is_set():  # stopped while the worktree was being prepared
             return Outcome(Verdict.SHUTDOWN, reason="the runner was stopped before the agent started")
-        if not self.queue.mark_running(self.claim, str(self.workspace.path), agent=agent.name,
-                                       pid=os.getpid()):
+        # The workspace is ready: "running" is sent now and made durable by the server
+        # while the job's last files are written; the agent starts only once it is.
+        running = self.queue.mark_running_sent(self.claim, str(self.workspace.path),
+                                               agent=agent.name, pid=os.getpid())
+        try:
+            payload_path = self._write_payload()
+            # fresh_prompt: what a refused resume starts afresh with
+            prompt, resume, fresh_prompt = continuation.plan(
+                self.job, self.workspace, self.settings, agent, prompt, earlier, continuing)
+            ctx = RunContext(job=self.job, config=config, settings=self.settings,
+                             workdir=self.workspace.path, job_dir=self.workspace.job_dir,
+                             payload_path=payload_path, prompt=prompt, resume_session=resume)
+            command = agent.command(ctx)
+            self._give_to_agent(self.workspace.job_dir / "mcp.json")  # a job's inline MCP config
+            self.agent_name, self.agent_env = agent.name, command.env  # for credcheck.confirm
+        except BaseException:
+            with contextlib.suppress(Exception):  # the connection is the queue's again
+                running.changed()
+            raise
+        if not running.changed():
             return Outcome(Verdict.LEASE_LOST, reason="the claim was lost before the agent started")
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
         budget.log_limits(limits)

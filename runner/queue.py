@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,9 +116,9 @@ class Queue:
         """The rows of each statement in ``statement``: one, or a tuple of them sent in one
         pipeline (_announced's; ``params`` go to the statements that name them).
         ``prepare``: psycopg's own choice (None), or prepared server-side at once (True)."""
-        try:
+        with self._errors(name):
             if isinstance(statement, tuple):
-                return self._pipelined(statement, params)
+                return self._send(name, statement, params).rows()
             # dict rows also on a connection of the web app's own (runner/client.py)
             with psycopg.Cursor(self.conn, row_factory=dict_row) as cur:
                 cur.execute(statement, params, prepare=prepare)
@@ -125,48 +127,45 @@ class Queue:
                     sets.append(_rows(cur))
                     if not cur.nextset():
                         return sets
+
+    @contextmanager
+    def _errors(self, name: str) -> Iterator[None]:
+        """psycopg's errors as the runner's: the connection is gone, or the statement was
+        refused (not a fault of the job's: the caller hands the claim back, refunded)."""
+        try:
+            yield
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"the database connection failed: {one_line(exc)}") from exc
         except psycopg.Error as exc:
             if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 self.conn.rollback()  # a pipeline's BEGIN whose change failed: not left open
-            # Not a fault of the job's: the caller hands the claim back, attempt refunded.
             message = secrets.safe_text(one_line(exc), 2000)
             raise DatabaseWriteFailed(f"the database refused the runner's {name}: {message}") from exc
 
-    def _pipelined(self, statements: tuple[str, ...], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
-        """Each statement as its own extended-protocol query, all in one round trip: the
-        connection prepares them server-side after a few calls (prepare_threshold; off
-        behind a transaction-mode pooler, runner/pooler.py), so the backend no longer
-        parses and plans them at every call. After an error the server skips the rest."""
-        # A statement without parameters (BEGIN, COMMIT, the flush) on one cursor, whose
-        # last result is kept: a cursor fewer per call is CPU the client no longer spends.
-        plain = psycopg.Cursor(self.conn, row_factory=dict_row)
-        cursors = [psycopg.Cursor(self.conn, row_factory=dict_row) if "%(" in statement
-                   else plain for statement in statements]
-        with self.conn.pipeline():
-            for cur, statement in zip(cursors, statements):
-                cur.execute(statement, params if cur is not plain else None)
-        # each cursor's rows once, at its last statement (the earlier ones: no rows)
-        last = {id(cur): i for i, cur in enumerate(cursors)}
-        return [_rows(cur) if last[id(cur)] == i else [] for i, cur in enumerate(cursors)]
-
     def _announced(self, name: str, **params: Any) -> bool:
         """A status change of ours, durable on return, in one round trip: `BEGIN; change;
-        COMMIT; flush_wal` in one pipeline (Queue._pipelined: prepared statements, not
-        parsed and planned again at every call as one simple-protocol message was; the
-        explicit BEGIN, or the COMMIT warns "there is no transaction in progress" — a
-        notice to the client and a line in the server's log at every status change). The
-        change's COMMIT does not wait for the disk while it holds the notify lock
-        (queries.sql, flush_wal); the flush, a transaction of its own after that COMMIT,
-        does. A failing change skips the rest and is rolled back (_execute)."""
+        COMMIT; flush_wal` in one pipeline (_Sent: prepared statements, not parsed and
+        planned again at every call as one simple-protocol message was; the explicit
+        BEGIN, or the COMMIT warns "there is no transaction in progress" — a notice to the
+        client and a line in the server's log at every status change). The change's
+        COMMIT does not wait for the disk while it holds the notify lock (queries.sql,
+        flush_wal); the flush, a transaction of its own after that COMMIT, does. A failing
+        change skips the rest and is rolled back (_errors)."""
+        return self._announce(name, params).changed()
+
+    def _announce(self, name: str, params: dict[str, Any]) -> "Announcing":
+        """_announced's statements sent; their answer read by ``changed()``, later."""
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # inside a caller's transaction: its COMMIT is the caller's, not ours to send
-            return bool(self._run(name, **params))
+            return Announcing(self, name, None, bool(self._run(name, **params)))
         statements = ("BEGIN", queries()[name], "COMMIT", queries()["flush_wal"])
-        _begin, changed, _commit, flushed = self._execute(name, statements, params)
-        self.flushed_to = flushed[0]["lsn"]  # where the WAL is on disk up to (tests, debugging)
-        return bool(changed)
+        with self._errors(name):
+            return Announcing(self, name, self._send(name, statements, params), None)
+
+    def _send(self, name: str, statements: tuple[str, ...], params: dict[str, Any]) -> "_Sent":
+        """``statements`` sent in one pipeline (``name``: what they do, for the caller's
+        errors); their results are read by the returned ``_Sent.rows()``."""
+        return _Sent(self.conn, statements, params)
 
     # -- enqueue and operator actions -------------------------------------------------
 
@@ -361,9 +360,15 @@ class Queue:
                 self.conn.pgconn.exec_(b"ROLLBACK")  # a broken connection: the next statement says so
 
     def mark_running(self, claim: Claim, worktree_path: str, **detail: Any) -> bool:
-        return self._announced("mark_running", id=claim.id, token=claim.token,
-                               worker_id=self.worker_id, worktree_path=_safe(worktree_path),
-                               detail=_jsonb(detail))
+        return self.mark_running_sent(claim, worktree_path, **detail).changed()
+
+    def mark_running_sent(self, claim: Claim, worktree_path: str, **detail: Any) -> "Announcing":
+        """mark_running sent, not waited for: the server commits and flushes it while the
+        runner writes the job's last files (runner/job.py); ``changed()`` says whether the
+        claim still held, once it is durable. Nothing else may use the connection between."""
+        return self._announce("mark_running", dict(
+            id=claim.id, token=claim.token, worker_id=self.worker_id,
+            worktree_path=_safe(worktree_path), detail=_jsonb(detail)))
 
     def renew(self, claim: Claim, lease_seconds: float) -> dict[str, Any] | None:
         """Extend the lease; None when the claim is lost."""
@@ -464,3 +469,56 @@ class Queue:
 
     def claim_latencies(self, window_seconds: float) -> list[float]:
         return [r["seconds"] for r in self._run("claim_latencies", window_seconds=window_seconds)]
+
+
+class _Sent:
+    """Statements sent in one pipeline, each as its own extended-protocol query, whose
+    results are read by ``rows()`` (which ends the pipeline). The connection prepares them
+    server-side after a few calls (prepare_threshold; off behind a transaction-mode
+    pooler, runner/pooler.py), so the backend no longer parses and plans them at every
+    call. After an error the server skips the rest; ``rows()`` raises it."""
+
+    def __init__(self, conn: psycopg.Connection, statements: tuple[str, ...],
+                 params: dict[str, Any]) -> None:
+        # A statement without parameters (BEGIN, COMMIT, the flush) on one cursor, whose
+        # last result is kept: a cursor fewer per call is CPU the client no longer spends.
+        plain = psycopg.Cursor(conn, row_factory=dict_row)
+        self.cursors = [psycopg.Cursor(conn, row_factory=dict_row) if "%(" in statement
+                        else plain for statement in statements]
+        self._pipeline = conn.pipeline()
+        self._pipeline.__enter__()
+        try:
+            for cur, statement in zip(self.cursors, statements):
+                cur.execute(statement, params if cur is not plain else None)
+        except BaseException as exc:
+            self._end(exc)
+            raise
+
+    def _end(self, exc: BaseException | None) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+    def rows(self) -> list[list[dict[str, Any]]]:
+        self._end(None)  # the Sync, and every result read (an error raised here)
+        # each cursor's rows once, at its last statement (the earlier ones: no rows)
+        last = {id(cur): i for i, cur in enumerate(self.cursors)}
+        return [_rows(cur) if last[id(cur)] == i else [] for i, cur in enumerate(self.cursors)]
+
+
+class Announcing:
+    """A status change sent (Queue._announce); ``changed()`` waits for it to be durable
+    and says whether it changed the row (False: the claim is lost)."""
+
+    def __init__(self, queue: Queue, name: str, sent: _Sent | None, changed: bool | None) -> None:
+        self.queue, self.name, self.sent, self._changed = queue, name, sent, changed
+
+    def changed(self) -> bool:
+        if self.sent is not None:
+            sent, self.sent = self.sent, None
+            with self.queue._errors(self.name):
+                _begin, changed, _commit, flushed = sent.rows()
+            # where the WAL is on disk up to (tests, debugging)
+            self.queue.flushed_to = flushed[0]["lsn"]
+            self._changed = bool(changed)
+        return bool(self._changed)

@@ -175,17 +175,26 @@ def test_a_status_change_is_flushed_to_disk_before_it_returns_and_still_announce
     sent, before, flushed_to = [], {}, {}
     execute = queue._execute
 
-    def spy(name, statement, params, *args, **kwargs):
-        sent.append(name)
-        if name in ("mark_running", "finish", "requeue") and name not in before:
-            before[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
-        return execute(name, statement, params, *args, **kwargs)
-
     def flushed_after(name, changed):
         flushed_to[name] = queue.flushed_to
         return changed
 
+    send = queue._send
+
+    def spy_send(name, statements, params):
+        assert name in ("mark_running", "finish", "requeue"), name
+        return spy(name, statements, params, _send=True)
+
+    def spy(name, statement, params, *args, _send=False, **kwargs):
+        sent.append(name)
+        if name in ("mark_running", "finish", "requeue") and name not in before:
+            before[name] = queue.conn.execute("SELECT pg_current_wal_insert_lsn() AS l").fetchone()["l"]
+        if _send:
+            return send(name, statement, params)
+        return execute(name, statement, params, *args, **kwargs)
+
     queue._execute = spy
+    queue._send = spy_send
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("LISTEN runner_jobs")
         queue.enqueue(prompt="a")
@@ -318,3 +327,25 @@ def test_a_warm_up_leaves_no_trace_and_is_heard_by_nobody(db_url, queue):
         assert worker.conn.execute(counts).fetchone() == was
     worker.close()
     listener.close()
+
+
+def test_running_is_sent_first_and_read_back_once_durable(queue, db_url):
+    """JobRun sends mark_running and writes the job's last files while the server commits
+    and flushes it; changed() returns once it is on disk, and says whether the claim held."""
+    queue.enqueue(prompt="a")
+    claim = queue.claim(["default"], 60)
+    sent = queue.mark_running_sent(claim, "/w", agent="command")
+    assert sent.changed() is True
+    assert sent.changed() is True  # read once, remembered
+    with psycopg.connect(db_url, autocommit=True) as other:
+        flushed = other.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+    assert int_lsn(queue.flushed_to) <= int_lsn(flushed)
+    assert queue.get(claim.id)["status"] == "running"
+    # A claim lost meanwhile (another worker took the job over): nothing changes.
+    queue.enqueue(prompt="b")
+    second = queue.claim(["default"], 60)
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("UPDATE jobs SET claim_token = gen_random_uuid() WHERE id = %s", [second.id])
+    assert queue.mark_running_sent(second, "/w").changed() is False
+    assert queue.get(second.id)["status"] == "claimed"
+    assert queue.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
