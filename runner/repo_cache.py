@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,11 +206,16 @@ def _last_values(entries: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def resolve(repo: Path, names: tuple[str, ...], settings: Settings) -> dict[str, str | None]:
-    """The object each name resolves to (None: none), in one ``git cat-file --batch-check``.
-    Names come on stdin, one a line, never as options; callers pass validated refs only."""
+    """The object each name resolves to (None: none): read from the files when they say it
+    plainly (gitfiles.commits_of), else in one ``git cat-file --batch-check``. Names come
+    on stdin, one a line, never as options; callers pass validated refs only."""
     if not names:
         return {}
     assert all("\n" not in n for n in names)
+    try:  # the files, when they say it plainly: a git process fewer before every job
+        return gitfiles.commits_of(repo, names)
+    except (gitfiles.Unsure, OSError, ValueError, zlib.error):
+        pass
     out = git("cat-file", "--batch-check=%(objectname)", cwd=repo, settings=settings,
               input="".join(f"{n}\n" for n in names)).stdout.splitlines()
     return {n: (line if re.fullmatch(r"[0-9a-f]{40,64}", line or "") else None)

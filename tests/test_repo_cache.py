@@ -239,3 +239,54 @@ def test_the_fetch_leaves_gc_to_the_upkeep_after_the_job(tmp_path, origin):
     assert _loose_objects(mirror) == loose
     repo_cache.upkeep(mirror, s)
     assert _loose_objects(mirror) < loose
+
+
+def test_refs_read_from_the_files_agree_with_git(tmp_path, origin):
+    """repo_cache.resolve reads the refs a job asks about from the files (no cat-file
+    process before every job) only where they say it plainly, and then says what git
+    says; a tag object, a missing object or a name of another form is left to git."""
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+    src = Path(origin.removeprefix("file://"))
+
+    def git_says(names):
+        out = git("cat-file", "--batch-check=%(objectname)", cwd=mirror,
+                  input="".join(f"{n}\n" for n in names)).stdout.splitlines()
+        return {n: (line if len(line) == 40 else None) for n, line in zip(names, out)}
+
+    names = ("refs/remotes/origin/HEAD^{commit}", "refs/remotes/origin/main^{commit}",
+             "refs/heads/runner/a^{commit}", "refs/remotes/origin/nope^{commit}",
+             "refs/heads/nope/deeper^{commit}")
+
+    def agree():
+        mine = gitfiles.commits_of(mirror, names)
+        assert mine == git_says(names)
+        assert repo_cache.resolve(mirror, names, s) == mine
+        return mine
+
+    first = agree()  # refs loose, objects in the clone's pack
+    assert first["refs/remotes/origin/HEAD^{commit}"] is not None
+    git("branch", "runner/a", "refs/remotes/origin/HEAD", cwd=mirror)
+    assert agree()["refs/heads/runner/a^{commit}"] == first["refs/remotes/origin/HEAD^{commit}"]
+    git("pack-refs", "--all", cwd=mirror)  # every ref packed
+    agree()
+    newer = commit(src, {"b.txt": "b"})
+    _ensure(origin, s)  # a small fetch: its objects loose, its ref loose again
+    assert agree()["refs/remotes/origin/main^{commit}"] == newer
+    git("repack", "-q", "-a", "-d", cwd=mirror)  # everything in one pack
+    agree()
+    # An annotated tag: ^{commit} peels it, which the files alone do not show; git does.
+    git("-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", "-m", "t", "v1", "HEAD", cwd=src)
+    _ensure(origin, s)
+    tagged = ("refs/tags/v1^{commit}",)
+    with pytest.raises(gitfiles.Unsure):
+        gitfiles.commits_of(mirror, tagged)
+    assert repo_cache.resolve(mirror, tagged, s) == git_says(tagged) == {tagged[0]: newer}
+    # A commit id as a base, and a ref to an object the mirror lacks: git's answer.
+    with pytest.raises(gitfiles.Unsure):
+        gitfiles.commits_of(mirror, (f"{newer[:10]}^{{commit}}",))
+    (mirror / "refs" / "heads" / "ghost").write_text("1" * 40 + "\n")
+    ghost = ("refs/heads/ghost^{commit}",)
+    with pytest.raises(gitfiles.Unsure):
+        gitfiles.commits_of(mirror, ghost)
+    assert repo_cache.resolve(mirror, ghost, s) == {ghost[0]: None}
