@@ -93,7 +93,6 @@ class SharedListener(Listener):
     def open(self) -> None:
         if self.queue.conn.broken or self.queue.conn.closed:
             self.queue.reconnect()
-        self.queue.read_unread()  # an UNLISTEN of ours still unread comes first
         name = sql.Literal(f"runner:listen:{self.worker_id}"[:63])
         try:
             # One message (no parameters: simple protocol), so the name says "listening"
@@ -107,10 +106,8 @@ class SharedListener(Listener):
     def close(self) -> None:
         if self.conn is not None and not (self.conn.broken or self.conn.closed):
             try:
-                # Sent, not waited for: the server stops listening at once, and the answer
-                # is read with the job's next statement (a round trip fewer before the
-                # agent starts).
-                self.queue.send_unread(f"UNLISTEN {NOTIFY_CHANNEL}", "RESET application_name")
+                self.conn.execute(sql.SQL("UNLISTEN {}; RESET application_name").format(
+                    sql.Identifier(NOTIFY_CHANNEL)))
             except psycopg.OperationalError:
                 pass  # the claim's next statement reports it
         self.conn = None

@@ -78,7 +78,6 @@ class Queue:
         self.dsn = dsn  # known when opened here: what reconnect() needs
         self.flushed_to: str | None = None  # the WAL on disk after our last status change
         self.purpose = purpose
-        self._unread: _Sent | None = None  # sent_unread's statements, their answer not read
 
     @classmethod
     def open(cls, dsn: str, worker_id: str, purpose: str = "queue", **options: Any) -> "Queue":
@@ -93,11 +92,9 @@ class Queue:
             self.conn.close()
         except psycopg.Error:
             pass
-        self._unread = None  # it went with the old connection
         self.conn = connect(self.dsn, self.purpose, self.worker_id, **getattr(self, "_options", {}))
 
     def close(self) -> None:
-        self.read_unread()
         self.conn.close()
 
     def __enter__(self) -> "Queue":
@@ -119,7 +116,6 @@ class Queue:
         """The rows of each statement in ``statement``: one, or a tuple of them sent in one
         pipeline (_announced's; ``params`` go to the statements that name them).
         ``prepare``: psycopg's own choice (None), or prepared server-side at once (True)."""
-        self.read_unread()
         with self._errors(name):
             if isinstance(statement, tuple):
                 return self._send(name, statement, params).rows()
@@ -159,32 +155,12 @@ class Queue:
 
     def _announce(self, name: str, params: dict[str, Any]) -> "Announcing":
         """_announced's statements sent; their answer read by ``changed()``, later."""
-        self.read_unread()
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             # inside a caller's transaction: its COMMIT is the caller's, not ours to send
             return Announcing(self, name, None, bool(self._run(name, **params)))
         statements = ("BEGIN", queries()[name], "COMMIT", queries()["flush_wal"])
         with self._errors(name):
             return Announcing(self, name, self._send(name, statements, params), None)
-
-    def send_unread(self, *statements: str) -> None:
-        """Send ``statements`` (no parameters, no rows wanted) now and read their answer
-        with the connection's next statement, not before: the server acts on them at once,
-        the runner does not wait a round trip for it (the waiting worker's UNLISTEN after
-        its claim, runner/listen.py). Anything that uses ``conn`` directly must call
-        ``read_unread()`` first; the Queue's own statements do."""
-        self.read_unread()
-        self._unread = _Sent(self.conn, statements, {})
-
-    def read_unread(self) -> None:
-        """The answer to ``send_unread``'s statements, read (a failure among them is the
-        connection's, and the statement that follows says so)."""
-        unread, self._unread = self._unread, None
-        if unread is not None:
-            try:
-                unread.rows()
-            except psycopg.Error:
-                pass
 
     def _send(self, name: str, statements: tuple[str, ...], params: dict[str, Any]) -> "_Sent":
         """``statements`` sent in one pipeline (``name``: what they do, for the caller's
@@ -353,7 +329,6 @@ class Queue:
         (benchmarks/agent_start.py). A waiting worker pays that while the queue is empty,
         not between the NOTIFY and the agent. Best effort: a failure here only costs the
         warmth; the real claim reports a real fault."""
-        self.read_unread()
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return
         own_queue = f"runner:warm-up:{self.worker_id}"[:200]
