@@ -209,8 +209,14 @@ def _switch(mirror: Path, admin: Path, branch: str, commit: str) -> bool:
         with contextlib.suppress(OSError):
             lock.unlink()
         return False
-    head = admin / "HEAD.runner-tmp"
-    head.write_text(f"ref: refs/heads/{branch}\n")
+    # git's own lock name for HEAD: never a file followed or one in use by a git process
+    head = admin / "HEAD.lock"
+    try:
+        fd = os.open(head, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        return False  # git's checkout -B resets the branch just made, as it would anyway
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"ref: refs/heads/{branch}\n")
     os.replace(head, admin / "HEAD")
     return True
 

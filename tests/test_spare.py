@@ -560,3 +560,23 @@ def test_a_spare_waits_for_the_lock_only_briefly_then_is_dropped(tmp_path, monke
     # Its registration goes with the next prune (the sweep's).
     sweep_mirrors(s)
     assert _git(ws.mirror, "worktree", "list", "--porcelain").count("worktree ") == 2
+
+
+def test_a_planted_lock_in_the_spare_is_never_followed(tmp_path):
+    """Something sharing the runner's uid left a symlink where the branch's HEAD is
+    written: the runner never writes through it; git refuses the spare too (its lock is
+    taken), so the job takes the ordinary path."""
+    url = _repo(tmp_path)
+    s = settings(tmp_path)
+    first = worktree.prepare(_job(url), parse({}), s)
+    made = spare.replenish(s, first.mirror)
+    admin = Path((made / "work" / ".git").read_text().split(": ", 1)[1].strip())
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    os.symlink(victim, admin / "HEAD.lock")
+    with structlog.testing.capture_logs() as logs:
+        taken = worktree.prepare(_job(url), parse({}), s)
+    assert victim.read_text() == "untouched\n"
+    assert [e["event"] for e in logs if e["event"].startswith("spare_")] == ["spare_refused"]
+    assert _spares(s) == []
+    _equal(first, taken)
