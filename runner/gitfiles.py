@@ -11,7 +11,11 @@ import re
 import zlib
 from pathlib import Path
 
-_SHA1 = re.compile(r"[0-9a-f]{40}")
+SHA1 = re.compile(r"[0-9a-f]{40}")  # a full object name (SHA-1)
+
+
+class Unsure(Exception):
+    """The files do not say it plainly: ask git."""
 
 
 # The config file as git and the runner write it: `[section]` or `[section "sub"]`
@@ -49,34 +53,16 @@ def origin_head_present(repo: Path) -> bool:
     packed) to an object the repository holds, loose or in a pack; False when it does not
     or the files do not say so plainly."""
     try:
-        head = (repo / "refs" / "remotes" / "origin" / "HEAD").read_text().strip()
-        sha = _ref(repo, head[len("ref: "):]) if head.startswith("ref: ") else head
-        if sha is None or not _SHA1.fullmatch(sha):
+        sha = _ref_value(repo, "refs/remotes/origin/HEAD", _packed_refs(repo))
+        if sha is None:
             return False
         if (repo / "objects" / sha[:2] / sha[2:]).is_file():
             return True
         raw = bytes.fromhex(sha)
         return any(idx.with_suffix(".pack").is_file() and _in_pack_index(idx, raw)
                    for idx in (repo / "objects" / "pack").glob("pack-*.idx"))
-    except (OSError, ValueError):
+    except (Unsure, OSError, ValueError):
         return False
-
-
-def _ref(repo: Path, name: str) -> str | None:
-    if not name.startswith("refs/") or ".." in name:
-        return None
-    loose = repo / name
-    if loose.is_file():
-        value = loose.read_text().strip()
-        return value if _SHA1.fullmatch(value) else None
-    packed = repo / "packed-refs"
-    if not packed.is_file():
-        return None
-    for line in packed.read_text().splitlines():
-        sha, _, ref = line.partition(" ")
-        if ref == name and _SHA1.fullmatch(sha):
-            return sha
-    return None
 
 
 def _in_pack_index(idx: Path, sha: bytes) -> bool:
@@ -85,10 +71,6 @@ def _in_pack_index(idx: Path, sha: bytes) -> bool:
         if m[:8] != b"\xfftOc\x00\x00\x00\x02":
             return False
         return _position(m, sha) is not None
-
-
-class Unsure(Exception):
-    """The files do not say it plainly: ask git."""
 
 
 def commits_of(repo: Path, names: tuple[str, ...]) -> dict[str, str | None]:
@@ -104,7 +86,7 @@ def commits_of(repo: Path, names: tuple[str, ...]) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for name in names:
         ref = name.removesuffix("^{commit}")
-        if ref == name or not ref.startswith("refs/") or ".." in ref or "//" in ref:
+        if ref == name:
             raise Unsure(name)
         sha = _ref_value(repo, ref, packed)
         if sha is not None and _object_type(repo, sha, packs) != b"commit":
@@ -125,7 +107,7 @@ def _packed_refs(repo: Path) -> dict[str, str] | None:
         if line.startswith(("#", "^")):
             continue
         sha, _, ref = line.partition(" ")
-        if not _SHA1.fullmatch(sha):
+        if not SHA1.fullmatch(sha):
             return None
         refs[ref] = sha
     return refs
@@ -133,6 +115,8 @@ def _packed_refs(repo: Path) -> dict[str, str] | None:
 
 def _ref_value(repo: Path, ref: str, packed: dict[str, str] | None, depth: int = 0) -> str | None:
     """The object a ref names, following a symbolic ref once; None when it does not exist."""
+    if not ref.startswith("refs/") or ".." in ref or "//" in ref:
+        raise Unsure(ref)
     path = repo / ref
     if path.is_symlink():
         raise Unsure(ref)
@@ -140,7 +124,7 @@ def _ref_value(repo: Path, ref: str, packed: dict[str, str] | None, depth: int =
         value = path.read_text(encoding="ascii").strip()
         if value.startswith("ref: ") and depth == 0:
             return _ref_value(repo, value[len("ref: "):], packed, 1)
-        if not _SHA1.fullmatch(value):
+        if not SHA1.fullmatch(value):
             raise Unsure(ref)
         return value
     if packed is None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import secrets
 import time
 from pathlib import Path
@@ -36,14 +35,13 @@ from pathlib import Path
 import structlog
 
 from runner import gitcmd, repo_cache
+from runner.gitfiles import SHA1
 from runner.agent_user import AgentUser
 from runner.gitcmd import GitFailed, git
 from runner.settings import Settings
 from runner.workspace import remove_tree
 
 log = structlog.get_logger("runner.spare")
-
-_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 SPARE_DIR = ".spare"
 MAKING = ".making-"
@@ -93,10 +91,7 @@ def take(settings: Settings, mirror: Path, work: Path, branch: str, start: str) 
         return False
     for spare in _spares(settings, mirror):
         try:
-            admin = _check(spare / "work", mirror)
-            os.rename(spare / "work", work)
-            _repoint(admin, work)
-            remove_tree(spare)
+            _move(spare, work, mirror)
             git("checkout", "-q", "-f", "-B", branch, start, "--", cwd=work, settings=settings)
             log.info("spare_taken", mirror=mirror.name, spare=spare.name)
             return True
@@ -104,6 +99,16 @@ def take(settings: Settings, mirror: Path, work: Path, branch: str, start: str) 
             if not _refuse(settings, mirror, spare, work, exc):
                 return False  # work may still be in the way: only worktree add can tell
     return False
+
+
+def _move(spare: Path, work: Path, mirror: Path) -> Path:
+    """The spare's ``work`` checked, renamed to ``work`` and its registration repointed
+    there; the emptied spare directory removed. Returns the registration."""
+    admin = _check(spare / "work", mirror)
+    os.rename(spare / "work", work)
+    _repoint(admin, work)
+    remove_tree(spare)
+    return admin
 
 
 def _refuse(settings: Settings, mirror: Path, spare: Path, work: Path, exc: Exception) -> bool:
@@ -171,13 +176,10 @@ def take_early(settings: Settings, mirror: Path, work: Path) -> Early | None:
         return None
     for spare in _spares(settings, mirror):
         try:
-            admin = _check(spare / "work", mirror)
-            commit = (admin / "HEAD").read_text().strip()
-            if not _SHA1.fullmatch(commit):
+            commit = (_check(spare / "work", mirror) / "HEAD").read_text().strip()
+            if not SHA1.fullmatch(commit):
                 raise SpareRefused("its HEAD is not a detached commit")
-            os.rename(spare / "work", work)
-            _repoint(admin, work)
-            remove_tree(spare)
+            admin = _move(spare, work, mirror)
             check = gitcmd.start("status", "--porcelain", "--ignored", "--untracked-files=all",
                                  "--no-renames", cwd=work, settings=settings)
             return Early(spare.name, work, admin, commit, check)

@@ -87,27 +87,22 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
     with repo_cache.locked(mirror, settings):
         # A checkout made in advance (runner/spare.py), taken and checked while the mirror
         # fetches (both cores at work; the fetch alone is the wait).
-        taken_early: list[spare.Early | None] = []
+        taken_early: list[spare.Early] = []
 
         def take_spare() -> None:
-            taken_early.append(spare.take_early(settings, mirror, work))
+            early = spare.take_early(settings, mirror, work)
+            if early is not None:
+                taken_early.append(early)
 
         try:
             # The fetch, then every ref this job asks about resolved in one git process.
             ready = repo_cache.prepare_mirror(
                 url, mirror, settings, (*candidates, local_ref, remote_ref),
                 while_fetching=None if own_clone or earlier_attempt else take_spare)
-        except BaseException:
-            for early in taken_early:
-                if early is not None:
-                    early.abandon()
-            raise
-        early = taken_early[0] if taken_early else None
-        if early is not None and ready.action != "fetched":  # a new clone: no registration
-            early.abandon()
-            early = None
-        action = ready.action
-        try:
+            action = ready.action
+            if taken_early and action != "fetched":  # the fetch became a new clone: the
+                taken_early.pop().abandon()          # spare is registered nowhere now
+            early = taken_early[0] if taken_early else None
             # Stale worktree registrations are pruned by the sweep before each claim
             # (runner/sweep.py), and here only when `worktree add` trips over one.
             base_commit = _resolve_base(ready, candidates, base_ref, url)
@@ -126,13 +121,11 @@ def prepare(job: dict[str, Any], config: JobConfig, settings: Settings) -> Works
                 if not taken:
                     _add_worktree(mirror, branch, work, start, settings)
             _record_branch(mirror, branch, job_id, ready.config, settings)
-        except GitFailed as exc:
-            if early is not None:
-                early.abandon()
-            raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
-        except BaseException:
-            if early is not None:
-                early.abandon()
+        except BaseException as exc:
+            for taken_one in taken_early:  # its tree goes; the job's next attempt starts anew
+                taken_one.abandon()
+            if isinstance(exc, GitFailed):
+                raise RepositoryUnavailable(f"could not create the worktree: {exc.tail()}") from exc
             raise
     log.info("worktree_created", cache=action, mirror=mirror.name, branch=branch, spare=taken,
              base=base_ref or "HEAD", base_commit=base_commit,
