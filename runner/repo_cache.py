@@ -282,7 +282,7 @@ def upkeep(mirror: Path, settings: Settings) -> None:
     process on the way to the agent's start. Under the lock, unless another worker holds
     it (a job of theirs; the next upkeep does it). Never raises: a mirror never gc'd is
     slower, nothing worse."""
-    if not (mirror / "HEAD").is_file():
+    if not (mirror / "HEAD").is_file() or not _gc_may_be_due(mirror):
         return
     try:
         with locked(mirror, settings, wait=False) as got:
@@ -291,6 +291,34 @@ def upkeep(mirror: Path, settings: Settings) -> None:
     except Exception as exc:  # noqa: BLE001 - see above
         log.warning("mirror_upkeep_failed", mirror=mirror.name,
                     error=exc.tail() if isinstance(exc, GitFailed) else str(exc))
+
+
+# git's defaults for gc --auto (git-gc(1)): loose objects, estimated from objects/17, and
+# packs. gc.autoPackLimit is not a key a mirror may keep (_ALLOWED_CONFIG), gc.auto is.
+_GC_AUTO, _GC_AUTO_PACK_LIMIT = 6700, 50
+
+
+def _gc_may_be_due(mirror: Path) -> bool:
+    """False only when git's own ``gc --auto`` test would surely say "not yet": fewer
+    loose objects in ``objects/17`` than gc.auto/256 and fewer packs than its limit — so
+    the usual job costs no git process for its upkeep. True whenever the files do not
+    say that plainly (git then decides)."""
+    entries = gitfiles.plain_config(mirror / "config")
+    if entries is None:
+        return True
+    auto = _last_values(entries).get("gc.auto", str(_GC_AUTO))
+    if not auto.isdigit():
+        return True
+    if int(auto) == 0:
+        return False  # gc --auto turned off
+    try:
+        loose = sum(1 for name in os.listdir(mirror / "objects" / "17") if len(name) == 38)
+    except FileNotFoundError:
+        loose = 0
+    except OSError:
+        return True
+    packs = len(list((mirror / "objects" / "pack").glob("pack-*.idx")))
+    return loose > (int(auto) + 255) // 256 or packs >= _GC_AUTO_PACK_LIMIT
 
 
 def repair_config(mirror: Path, url: str | None = None) -> list[str]:

@@ -290,3 +290,21 @@ def test_refs_read_from_the_files_agree_with_git(tmp_path, origin):
     with pytest.raises(gitfiles.Unsure):
         gitfiles.commits_of(mirror, ghost)
     assert repo_cache.resolve(mirror, ghost, s) == {ghost[0]: None}
+
+
+def test_the_upkeep_asks_git_only_when_gc_may_be_due(tmp_path, origin, monkeypatch):
+    """An ordinary job's upkeep starts no git process: git's own gc --auto thresholds are
+    read from the files first (loose objects in objects/17, packs, gc.auto)."""
+    s = settings(tmp_path)
+    _, mirror = _ensure(origin, s)
+    calls = []
+    real = repo_cache.git
+    monkeypatch.setattr(repo_cache, "git", lambda *a, **k: calls.append(a) or real(*a, **k))
+    repo_cache.upkeep(mirror, s)
+    assert calls == []  # a fresh mirror: nothing near git's thresholds
+    subprocess.run(["git", "-C", str(mirror), "config", "gc.auto", "1"], check=True)
+    (mirror / "objects" / "17").mkdir(exist_ok=True)
+    for name in ("a" * 38, "b" * 38):  # git counts names, as this does
+        (mirror / "objects" / "17" / name).write_bytes(b"")
+    repo_cache.upkeep(mirror, s)
+    assert [c[:2] for c in calls] == [("maintenance", "run")]
