@@ -37,20 +37,37 @@ class Sink:
         self.redact = redactor
         self.extra = extra
         # Reentrant: the SIGTERM handler logs, and may run in the main thread while that
-        # thread is inside write_line (a plain Lock deadlocked the iteration there).
+        # thread is inside write_line (a plain Lock deadlocked the iteration there). Its
+        # line then waits in _pending: writing it at once would re-enter the stream's
+        # buffer, which raises RuntimeError ("reentrant call") in the interrupted write —
+        # an iteration stopped by SIGTERM exited 1 instead of 143 (tests/test_quota.py).
         self.lock = threading.RLock()
+        self._writing = False
+        self._pending: list[str] = []
 
     def write_line(self, line: str) -> None:
         line = self.redact(secrets.storable(line.rstrip("\n"))) + "\n"
         with self.lock:
+            if self._writing:  # a signal handler's line, in the middle of this thread's
+                self._pending.append(line)
+                return
+            self._writing = True
             try:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                if self.extra is not None:
-                    self.extra.write(line)
-                    self.extra.flush()
-            except (OSError, ValueError) as exc:
-                self._fall_back(line, exc)
+                self._write(line)
+                while self._pending:
+                    self._write(self._pending.pop(0))
+            finally:
+                self._writing = False
+
+    def _write(self, line: str) -> None:
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if self.extra is not None:
+                self.extra.write(line)
+                self.extra.flush()
+        except (OSError, ValueError) as exc:
+            self._fall_back(line, exc)
 
     # A full or broken log disk must not crash the iteration (it would crash right after
     # every claim): lines go to stderr instead, and the cause is kept for the outcome.
@@ -78,6 +95,9 @@ class Sink:
         self.write_line(f"[{tag} {when}] {line}")
 
     def close(self) -> None:
+        with self.lock:
+            while self._pending and not self._writing:  # a handler's line still waiting
+                self._write(self._pending.pop(0))
         if self.extra is not None:
             try:
                 self.extra.close()
