@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -161,3 +162,52 @@ def export_runner(rev: str, into: Path) -> str:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return str(into)
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else (shutil.which(name) or name)
+
+
+def as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+class Cluster:
+    """A private PostgreSQL cluster: initdb in ``root``, run as the ``postgres`` user on its
+    own port and socket dir (the machine's main cluster is not touched). ``env``: more
+    environment for the server (benchmarks/slow_disk.py's LD_PRELOAD); ``options``: more
+    ``-c name=value`` settings."""
+
+    def __init__(self, root: Path, port: int, env: dict[str, str] | None = None,
+                 options: Sequence[str] = ("max_connections=100",)) -> None:
+        self.root, self.data, self.sock, self.port = root, root / "data", root / "sock", port
+        for d in (root, self.sock):
+            d.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+                shutil.chown(d, "postgres")
+        subprocess.run(as_postgres([pg_bin("initdb"), "-D", str(self.data), "-A", "trust",
+                                    "-U", "postgres"]), check=True, capture_output=True)
+        opts = " ".join([f"-p {port} -k {self.sock} -c listen_addresses=127.0.0.1",
+                         *(f"-c {o}" for o in options)])
+        server_env = [f"{k}={v}" for k, v in (env or {}).items()]
+        subprocess.run(as_postgres(["env", *server_env, pg_bin("pg_ctl"), "-D", str(self.data),
+                                    "-o", opts, "-w", "-l", str(root / "log"), "start"]),
+                       check=True, capture_output=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                                    "stop"]), capture_output=True)
+
+
+def durable_commit_ms(url: str, commits: int = 200) -> float:
+    """Median milliseconds of one durable COMMIT that wrote WAL (a transactional logical
+    message, as runner's flush_wal) on ``url``: what this server's disk makes a flush cost."""
+    times = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(commits):
+            t0 = time.perf_counter()
+            conn.execute("SELECT pg_logical_emit_message(true, 'bench', '')")
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)

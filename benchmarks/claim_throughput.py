@@ -2,7 +2,8 @@
 and the same workload with pgqueuer on the same PostgreSQL, in the same run.
 
     python benchmarks/claim_throughput.py [--quick] [--runs N] [--jobs N] [--workers N]
-                                          [--no-pgqueuer]
+                                          [--no-pgqueuer] [--baseline REV] [--notify-experiment]
+                                          [--flush-ms MS ...] [--main-server]
 
 The pgqueuer half needs the benchmark-only venv of benchmarks/requirements.txt: run it as
 ``benchmarks/.venv/bin/python benchmarks/claim_throughput.py`` (``--no-pgqueuer`` runs the
@@ -23,20 +24,32 @@ runner half alone with any interpreter that has runner's dependencies).
   a job counts when its entrypoint ran inside the window (pgqueuer acks in buffered
   batches, which is its design). Measured with B=1 (one job per
   dequeue, like runner) and B=10 (its default).
+* ``--flush-ms MS`` (repeatable): the same runs on a private PostgreSQL whose disk flush
+  waits MS longer (benchmarks/slow_disk.py) — a NAS's disk, not this VM's ~0.1 ms one,
+  where how announced commits wait for the flush decides throughput. Every row says what
+  one durable commit took on its server. ``--main-server`` adds the machine's own server.
+* ``--notify-experiment``: the status-change NOTIFY trigger disabled (not the shipped
+  schema), for this tree and, with ``--baseline``, for the baseline too: what announcing
+  costs each.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import multiprocessing as mp
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import export_runner, fresh_database, loadavg, median_index, monotonic, print_header, table  # noqa: E402
+from _common import (admin_url, durable_commit_ms, export_runner, fresh_database, loadavg,  # noqa: E402
+                     median_index, monotonic, print_header, table)
+from slow_disk import slow_disk_server  # noqa: E402
 
 import psycopg  # noqa: E402
 
@@ -198,6 +211,43 @@ def pgq_drain(url: str, n: int, workers: int, batch_size: int, duration: float) 
     return {"jobs": done, "seconds": wall, "rate": done / wall}
 
 
+@contextmanager
+def disk(flush_ms: float | None) -> Iterator[tuple[float, str]]:
+    """(durable commit ms, label) of the server the runs use: the machine's own
+    (DATABASE_URL or 127.0.0.1:5432) or a private one with a slow flush, made the admin
+    server of fresh_database for the while."""
+    if flush_ms is None:
+        yield durable_commit_ms(admin_url()), "this machine's disk"
+        return
+    saved = os.environ.get("DATABASE_URL")
+    with slow_disk_server(flush_ms) as (url, commit_ms):
+        os.environ["DATABASE_URL"] = url
+        try:
+            yield commit_ms, f"flush +{flush_ms:g} ms"
+        finally:
+            if saved is None:
+                os.environ.pop("DATABASE_URL", None)
+            else:
+                os.environ["DATABASE_URL"] = saved
+
+
+def one_run(name: str, batch: int | None | str, n: int, w: int, duration: float,
+            trees: dict[str, str]) -> tuple[dict[str, float], float, str]:
+    if batch is None or batch in ("nonotify", "baseline", "baseline-nonotify"):
+        with fresh_database("tput") as url:
+            load_s = runner_load(url, n)
+            if batch in ("nonotify", "baseline-nonotify"):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER TABLE jobs DISABLE TRIGGER runner_jobs_status_changed")
+            before = loadavg()
+            return runner_drain(url, n, w, duration, trees.get(name)), load_s, before
+    with fresh_database("pgq", migrate=False) as url:
+        pgq_install(url)
+        load_s = pgq_load(url, n)
+        before = loadavg()
+        return pgq_drain(url, n, w, batch, duration), load_s, before
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 run of 10 000 jobs")
@@ -208,6 +258,11 @@ def main() -> None:
     ap.add_argument("--no-pgqueuer", action="store_true")
     ap.add_argument("--baseline", metavar="REV", help="add runner's Queue as of this git revision "
                                                       "(`git archive` of its runner/), same schema")
+    ap.add_argument("--flush-ms", type=float, action="append", metavar="MS",
+                    help="run on a private PostgreSQL whose disk flush waits MS more "
+                         "(benchmarks/slow_disk.py); repeat for several disks")
+    ap.add_argument("--main-server", action="store_true",
+                    help="with --flush-ms: run on the machine's own server too (the default without it)")
     ap.add_argument("--notify-experiment", action="store_true",
                     help="add a runner variant with the status-change NOTIFY trigger disabled "
                          "(not the shipped schema) to show what NOTIFY at commit costs")
@@ -229,6 +284,10 @@ def main() -> None:
         trees[name] = exported
     if args.notify_experiment:
         variants.append(("runner Queue, EXPERIMENT: status-change NOTIFY trigger disabled", "nonotify"))
+        if args.baseline:  # what the baseline would do if announcing cost nothing
+            name = f"runner Queue at {args.baseline}, EXPERIMENT: status-change NOTIFY trigger disabled"
+            variants.append((name, "baseline-nonotify"))
+            trees[name] = exported
     if not args.no_pgqueuer:
         try:
             import pgqueuer  # noqa: F401
@@ -236,38 +295,30 @@ def main() -> None:
             sys.exit("pgqueuer is not installed in this interpreter: run with benchmarks/.venv/bin/python "
                      "(see benchmarks/requirements.txt), or pass --no-pgqueuer")
         variants += [("pgqueuer, asyncpg, batch_size=1", 1), ("pgqueuer, asyncpg, batch_size=10 (default)", 10)]
-    rows: dict[str, list[list[object]]] = {name: [] for name, _ in variants}
-    for r in range(runs):
-        for name, batch in variants:
-            if batch is None or batch in ("nonotify", "baseline"):
-                with fresh_database("tput") as url:
-                    load_s = runner_load(url, n)
-                    if batch == "nonotify":
-                        with psycopg.connect(url, autocommit=True) as conn:
-                            conn.execute("ALTER TABLE jobs DISABLE TRIGGER runner_jobs_status_changed")
-                    before = loadavg()
-                    res = runner_drain(url, n, w, args.duration, trees.get(name))
-            else:
-                with fresh_database("pgq", migrate=False) as url:
-                    pgq_install(url)
-                    load_s = pgq_load(url, n)
-                    before = loadavg()
-                    res = pgq_drain(url, n, w, batch, args.duration)
-            rows[name].append([name, r + 1, before, n, w, round(load_s, 2), round(res["seconds"], 2),
-                               res["jobs"], round(res["rate"]), loadavg()])
-            print(f"run {r + 1}: {name}: {res['rate']:.0f} jobs/s", file=sys.stderr, flush=True)
+    disks: list[float | None] = ([None] if args.main_server or not args.flush_ms else []) + (args.flush_ms or [])
+    rows: dict[str, list[list[object]]] = {}
+    for flush_ms in disks:
+        with disk(flush_ms) as (commit_ms, label):
+            print(f"{label}: a durable commit takes {commit_ms:.2f} ms", file=sys.stderr, flush=True)
+            for r in range(runs):
+                for name, batch in variants:
+                    res, load_s, before = one_run(name, batch, n, w, args.duration, trees)
+                    rows.setdefault(f"{label}|{name}", []).append(
+                        [name, label, f"{commit_ms:.2f}", r + 1, before, n, w, round(load_s, 2),
+                         round(res["seconds"], 2), res["jobs"], round(res["rate"]), loadavg()])
+                    print(f"run {r + 1}: {label}: {name}: {res['rate']:.0f} jobs/s", file=sys.stderr, flush=True)
 
     out = []
-    for name, _ in variants:
-        mid = median_index([row[8] for row in rows[name]])
-        for i, row in enumerate(rows[name]):
-            row[1] = f"{row[1]}{' (median)' if i == mid else ''}"
+    for runs_of_one in rows.values():
+        mid = median_index([row[10] for row in runs_of_one])
+        for i, row in enumerate(runs_of_one):
+            row[3] = f"{row[3]}{' (median)' if i == mid else ''}"
             out.append(row)
     print(f"{w} concurrent claimer processes for {args.duration:g} s each over a {n:,}-deep queue "
           f"(it never runs dry); enqueue = time to put "
           f"the {n:,} jobs in (runner: one INSERT … SELECT generate_series with triggers; "
           "pgqueuer: its batched enqueue).\n")
-    print(table(["queue", "run", "load before", "queue depth", "processes", "enqueue s",
+    print(table(["queue", "disk", "durable commit ms", "run", "load before", "queue depth", "processes", "enqueue s",
                  "claiming s", "jobs done", "jobs/s", "load after"], out))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,42 +26,12 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, export_runner, loadavg, print_header, runner_env, table  # noqa: E402
+from _common import REPO, Cluster, export_runner, loadavg, print_header, runner_env, table  # noqa: E402
 
 import psycopg  # noqa: E402
 
 
 BATCH = 5
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(found[-1]) if found else (shutil.which(name) or name)
-
-
-def as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-class Cluster:
-    def __init__(self, root: Path, port: int) -> None:
-        self.data, self.sock, self.port = root / "data", root / "sock", port
-        for d in (root, self.sock):
-            d.mkdir(exist_ok=True)
-            if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-                shutil.chown(d, "postgres")
-        subprocess.run(as_postgres([pg_bin("initdb"), "-D", str(self.data), "-A", "trust",
-                                    "-U", "postgres"]), check=True, capture_output=True)
-        opts = f"-p {port} -k {self.sock} -c listen_addresses=127.0.0.1 -c max_connections=100"
-        subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-w",
-                                    "-l", str(root / "log"), "start"]), check=True, capture_output=True)
-        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def stop(self) -> None:
-        subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                                    "stop"]), capture_output=True)
-
-
 
 
 def fleet(url: str, n: int, src: Path, root: Path, settle: float) -> dict[str, object]:
