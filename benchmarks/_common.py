@@ -112,6 +112,18 @@ def median_index(values: Sequence[float]) -> int:
     return order[(len(order) - 1) // 2]
 
 
+def runs_with_median_marked(groups: Sequence[Sequence[list]], value: int, run: int = 1) -> list[list]:
+    """The rows of every group (the runs of one variant) in order, the median run's
+    ``run`` cell (by column ``value``) marked "(median)"."""
+    out: list[list] = []
+    for rows in groups:
+        mid = median_index([row[value] for row in rows])
+        for i, row in enumerate(rows):
+            row[run] = f"{row[run]}{' (median)' if i == mid else ''}"
+            out.append(row)
+    return out
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(v: object) -> str:
         if isinstance(v, float):

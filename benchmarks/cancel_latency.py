@@ -3,6 +3,7 @@ group being gone, through a real `python -m runner.one_job`, next to a raw NOTIF
 trip measured in the same run.
 
     python benchmarks/cancel_latency.py [--quick] [--runs N] [--cancels N] [--claude N]
+                                        [--baseline REV]
 
 * raw NOTIFY: as in benchmarks/notify_latency.py (a LISTEN thread, pg_notify from another
   connection; perf_counter at receipt − before the send).
@@ -17,6 +18,11 @@ trip measured in the same run.
   is UPDATE → the ``cancelled`` status NOTIFY (the job recorded).
 * claim lost: the same, with ``UPDATE jobs SET claim_token = gen_random_uuid()`` (another
   worker took the job over); measured until the group is gone.
+* agent done: the same agent, but it exits 0 by itself the moment a file appears; from
+  the file's creation to the ``succeeded`` status NOTIFY (the job recorded) — the wait
+  after every job's end.
+* ``--baseline REV``: the same samples, interleaved one by one, through ``one_job`` as of
+  that git revision (``git archive`` of its ``runner/``).
 * ``--claude N``: N cancels of the real Claude Code CLI (tests/tools/claude_bin.py) while
   it streams a slow answer from the loopback Messages API (tests/fakes/anthropic_api.py);
   the group is the one the runner's state file names.
@@ -33,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    fresh_database, loadavg, median_index, pct, print_header, runner_env, table,
+    export_runner, fresh_database, loadavg, pct, print_header, runner_env, runs_with_median_marked,
+    table,
 )
 from notify_latency import raw_notify  # noqa: E402
 
@@ -43,6 +50,9 @@ from runner.queue import Queue  # noqa: E402
 
 AGENT = ("import os,subprocess,sys,time;open(sys.argv[1],'w').write(str(os.getpid()));"
          "subprocess.Popen([sys.executable,'-c','import time;time.sleep(600)']);time.sleep(600)")
+# Done by itself: exits 0 once <pidfile>.go exists (looked for every millisecond).
+AGENT_DONE = ("import os,sys,time;open(sys.argv[1],'w').write(str(os.getpid()));"
+              "go=sys.argv[1]+'.go'\nwhile not os.path.exists(go): time.sleep(0.001)")
 
 
 def ms(seconds: float) -> float:
@@ -76,11 +86,18 @@ def _claude_setup(tmp: Path, i: int, api_url: str) -> tuple[dict[str, str], dict
     return extra, config
 
 
-def one_stop(url: str, tmp: Path, i: int, how: str, api=None) -> tuple[float, float | None]:
-    """(UPDATE → group gone, UPDATE → final status NOTIFY or None) in seconds."""
-    pidfile = tmp / f"agent-{how}-{i}.pid"
-    wid = f"bench-cancel-{how}-{i}"
-    extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{AGENT}\" {pidfile}"}
+def one_stop(url: str, tmp: Path, i: int, how: str, api=None,
+             src: str | None = None) -> tuple[float, float | None]:
+    """(UPDATE → group gone, UPDATE → final status NOTIFY or None) in seconds; for
+    ``how == "done"``, the agent's go file → the ``succeeded`` NOTIFY, twice. ``src``: the
+    runner tree to run (a --baseline's), else this one."""
+    tag = f"{how}-{i}-{abs(hash(src)) % 10**6}"
+    pidfile = tmp / f"agent-{tag}.pid"
+    wid = f"bench-cancel-{tag}"
+    program = AGENT_DONE if how == "done" else AGENT
+    extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{program}\" {pidfile}"}
+    if src is not None:
+        extra["PYTHONPATH"] = src
     config: dict = {"agent": "command"}
     if api is not None:
         extra, config = _claude_setup(tmp, i, api.base_url)
@@ -116,6 +133,14 @@ def one_stop(url: str, tmp: Path, i: int, how: str, api=None) -> tuple[float, fl
             for _ in listen.notifies(timeout=0):  # drop what came before
                 pass
             t0 = time.perf_counter()
+            if how == "done":
+                (tmp / f"agent-{tag}.pid.go").touch()
+                for note in listen.notifies(timeout=10):
+                    if str(job["id"]) in note.payload and '"succeeded"' in note.payload:
+                        done = time.perf_counter() - t0
+                        proc.wait(30)
+                        return done, done
+                raise RuntimeError("the job was not recorded succeeded within 10 s")
             if how in ("cancel", "claude"):
                 admin.execute("UPDATE jobs SET cancel_requested = true WHERE id = %s", [job["id"]])
             else:
@@ -145,49 +170,62 @@ def main() -> None:
     ap.add_argument("--cancels", type=int, default=None, help="per run, each of cancel and lost claim")
     ap.add_argument("--claude", type=int, default=0, metavar="N",
                     help="also N cancels of the real Claude Code CLI per run")
+    ap.add_argument("--baseline", metavar="REV", help="the same through runner as of REV")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     n = args.cancels or (5 if args.quick else 20)
 
     print_header("Cancel latency", ["benchmarks/cancel_latency.py", *sys.argv[1:]])
-    rows = []
+    variants: list[tuple[str, str | None]] = [("this tree", None)]
+    if args.baseline:
+        variants.append((f"at {args.baseline}",
+                         export_runner(args.baseline, Path(tempfile.mkdtemp(prefix="cancel-baseline-")))))
+    rows: dict[str, list[list[object]]] = {name: [] for name, _ in variants}
     for r in range(runs):
         with fresh_database("cancel") as url, tempfile.TemporaryDirectory() as tmpd:
             load = loadavg()
             raw = raw_notify(url, 200)
-            cancel, recorded, lost = [], [], []
+            got = {name: {"cancel": [], "recorded": [], "lost": [], "done": [], "claude": []}
+                   for name, _ in variants}
             for i in range(n):
-                gone, rec = one_stop(url, Path(tmpd), i, "cancel")
-                cancel.append(gone)
-                if rec is not None:
-                    recorded.append(rec)
-                lost.append(one_stop(url, Path(tmpd), i, "claim")[0])
-            claude: list[float] = []
+                for name, src in variants:  # interleaved, one sample each
+                    g = got[name]
+                    gone, rec = one_stop(url, Path(tmpd), i, "cancel", src=src)
+                    g["cancel"].append(gone)
+                    if rec is not None:
+                        g["recorded"].append(rec)
+                    g["lost"].append(one_stop(url, Path(tmpd), i, "claim", src=src)[0])
+                    g["done"].append(one_stop(url, Path(tmpd), i, "done", src=src)[0])
             if args.claude:
                 from tests.fakes.anthropic_api import FakeAnthropic, slow_text
 
                 with FakeAnthropic(slow_text(600, 0.1)) as api:
                     for i in range(args.claude):
-                        claude.append(one_stop(url, Path(tmpd), i, "claude", api)[0])
-            rows.append([r + 1, load, n, ms(pct(raw, 50)), ms(pct(raw, 95)),
-                         ms(pct(cancel, 50)), ms(pct(cancel, 95)), ms(max(cancel)),
-                         ms(pct(recorded, 50)) if recorded else float("nan"),
-                         ms(pct(lost, 50)), ms(pct(lost, 95)), ms(max(lost)),
-                         len(claude), ms(pct(claude, 50)) if claude else float("nan"),
-                         ms(pct(claude, 95)) if claude else float("nan"),
-                         ms(max(claude)) if claude else float("nan"), loadavg()])
+                        for name, src in variants:
+                            got[name]["claude"].append(one_stop(url, Path(tmpd), i, "claude", api, src)[0])
+            for name, _ in variants:
+                g = got[name]
+                claude, recorded = g["claude"], g["recorded"]
+                rows[name].append([
+                    name, r + 1, load, n, ms(pct(raw, 50)), ms(pct(raw, 95)),
+                    ms(pct(g["cancel"], 50)), ms(pct(g["cancel"], 95)), ms(max(g["cancel"])),
+                    ms(pct(recorded, 50)) if recorded else float("nan"),
+                    ms(pct(g["lost"], 50)), ms(pct(g["lost"], 95)), ms(max(g["lost"])),
+                    ms(pct(g["done"], 50)), ms(pct(g["done"], 95)),
+                    len(claude), ms(pct(claude, 50)) if claude else float("nan"),
+                    ms(pct(claude, 95)) if claude else float("nan"),
+                    ms(max(claude)) if claude else float("nan"), loadavg()])
         print(f"run {r + 1}/{runs} done", file=sys.stderr, flush=True)
-    mid = median_index([row[5] for row in rows])
-    for i, row in enumerate(rows):
-        row[0] = f"{row[0]}{' (median)' if i == mid else ''}"
+    out = runs_with_median_marked([rows[name] for name, _ in variants], value=6)
     print("UPDATE (cancel_requested, or claim_token taken over) → the agent's process group "
           "gone, through `python -m runner.one_job` with a 600 s lease (renewal every 200 s); "
           "raw NOTIFY round trip in the same run; milliseconds.\n")
-    print(table(["run", "load before", "n each", "raw NOTIFY p50", "raw NOTIFY p95",
+    print(table(["runner", "run", "load before", "n each", "raw NOTIFY p50", "raw NOTIFY p95",
                  "cancel→gone p50", "cancel→gone p95", "cancel→gone max",
                  "cancel→`cancelled` NOTIFY p50", "claim lost→gone p50", "claim lost→gone p95",
-                 "claim lost→gone max", "n claude", "claude cancel→gone p50",
-                 "claude cancel→gone p95", "claude cancel→gone max", "load after"], rows))
+                 "claim lost→gone max", "agent done→`succeeded` NOTIFY p50",
+                 "agent done→`succeeded` p95", "n claude", "claude cancel→gone p50",
+                 "claude cancel→gone p95", "claude cancel→gone max", "load after"], out))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (admin_url, durable_commit_ms, export_runner, fresh_database, loadavg,  # noqa: E402
-                     median_index, monotonic, print_header, table)
+                     monotonic, print_header, runs_with_median_marked, table)
 from slow_disk import slow_disk_server  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -308,12 +308,7 @@ def main() -> None:
                          round(res["seconds"], 2), res["jobs"], round(res["rate"]), loadavg()])
                     print(f"run {r + 1}: {label}: {name}: {res['rate']:.0f} jobs/s", file=sys.stderr, flush=True)
 
-    out = []
-    for runs_of_one in rows.values():
-        mid = median_index([row[10] for row in runs_of_one])
-        for i, row in enumerate(runs_of_one):
-            row[3] = f"{row[3]}{' (median)' if i == mid else ''}"
-            out.append(row)
+    out = runs_with_median_marked(list(rows.values()), value=10, run=3)
     print(f"{w} concurrent claimer processes for {args.duration:g} s each over a {n:,}-deep queue "
           f"(it never runs dry); enqueue = time to put "
           f"the {n:,} jobs in (runner: one INSERT … SELECT generate_series with triggers; "

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fresh_database, loadavg, median_index, print_header, runner_env, table  # noqa: E402
+from _common import fresh_database, loadavg, print_header, runner_env, runs_with_median_marked, table  # noqa: E402
 
 
 def commands() -> list[tuple[str, list[str]]]:
@@ -115,12 +115,7 @@ def main() -> None:
                                       s["stddev"] * 1000, s["min"] * 1000, s["max"] * 1000, after])
         imports = importtime(env, tmp, 1 if args.quick else 3)
 
-    rows = []
-    for name, _ in cmds:
-        mid = median_index([row[4] for row in per_cmd[name]])
-        for i, row in enumerate(per_cmd[name]):
-            row[1] = f"{row[1]}{' (median)' if i == mid else ''}"
-            rows.append(row)
+    rows = runs_with_median_marked([per_cmd[name] for name, _ in cmds], value=4)
     print(f"Wall time per process ({tool}, {n} timed runs per command per run); milliseconds.\n")
     print(table(["command", "run", "load before", "n", "median", "mean", "stddev", "min", "max",
                  "load after"], rows))

@@ -24,6 +24,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -33,12 +34,14 @@ from runner.errors import DatabaseUnavailable, DatabaseWriteFailed
 from runner.outcome import StopReason
 from runner.progress import PROGRESS_SECONDS
 from runner.queue import NOTIFY_CHANNEL, Claim, Queue
+from runner.wakeup import Wakeup, readable
 
 log = structlog.get_logger("runner.heartbeat")
 
 PRESENCE_SECONDS = 15.0
-# How long one wait for a notification lasts: the longest the thread takes to notice
-# that it should end (the job is over), and the retry pace while the database is down.
+# How long one wait for a notification lasts at most, and the retry pace while the
+# database is down. The end of the job and an urgent progress snapshot wake the thread
+# at once (its Wakeup), not at the end of a slice.
 LISTEN_SLICE_SECONDS = 0.2
 # Notifications this worker sends itself about its job: never a reason to look.
 _OWN_EVENTS = {"progress"}
@@ -60,7 +63,11 @@ class Heartbeat:
         self.interval = interval if interval is not None else max(lease_seconds / 3, 0.5)
         self.lost = threading.Event()
         self.cancel_requested = threading.Event()
+        # Called (from the heartbeat's thread) the moment the agent must stop: the agent
+        # loop's own Wakeup, so a cancel does not wait for its next poll.
+        self.on_stop: Callable[[], None] | None = None
         self._stop = threading.Event()
+        self._wake = Wakeup()
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
         self._last_renewed = time.monotonic()  # the claim itself set the lease
         self._queue: Queue | None = None
@@ -88,9 +95,13 @@ class Heartbeat:
             self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.on_stop = None  # the agent loop is over: nothing of it to wake any more
         self._stop.set()
+        self._wake.wake()  # out of its wait now: the job's outcome waits for its last write
         if self._thread.ident is not None:  # never started (no agent spawned): nothing to end
             self._thread.join(timeout=15)
+        if not self._thread.is_alive():  # (a thread stuck past the join keeps its pipe)
+            self._wake.close()
 
     def report(self, snapshot: dict[str, Any], urgent: bool) -> None:
         """Hand a progress snapshot to the heartbeat's thread (called from the agent loop)."""
@@ -100,6 +111,8 @@ class Heartbeat:
                 self._latest = None  # the urgent one is newer and holds everything
             else:
                 self._latest = snapshot
+        if urgent:
+            self._wake.wake()  # a tool's start or end is shown now, not at the slice's end
 
     def stop_reason(self) -> str | None:
         if self.lost.is_set():
@@ -173,13 +186,23 @@ class Heartbeat:
             self._stop.wait(seconds)
             return False
         try:
-            for note in conn.notifies(timeout=seconds):
-                if self._about_this_job(note.payload):
-                    return True
+            # What came in while a statement ran waits in psycopg's backlog, where the
+            # socket no longer shows it: read first, then wait on the socket and the Wakeup.
+            if self._notified(conn):
+                return True
+            if self._wake.fileno() in readable([conn.fileno(), self._wake.fileno()], seconds):
+                self._wake.clear()
+                return False
+            return self._notified(conn)
         except psycopg.OperationalError as exc:
             log.warning("heartbeat_listen_dropped", error=" ".join(str(exc).split()))
             self._close()
         return False
+
+    def _notified(self, conn: psycopg.Connection) -> bool:
+        """Whether a notification already received names this job (all of them read)."""
+        notes = list(conn.notifies(timeout=0))
+        return any(self._about_this_job(note.payload) for note in notes)
 
     def _about_this_job(self, payload: str) -> bool:
         try:
@@ -217,7 +240,7 @@ class Heartbeat:
             if overdue >= self.lease_seconds:
                 # Another worker may have taken the job by now; we must stop writing.
                 log.error("lease_expired_unrenewed", job_id=str(self.claim.id))
-                self.lost.set()
+                self._must_stop(self.lost)
             return
         if row is not None:
             self._last_renewed = time.monotonic()
@@ -229,11 +252,16 @@ class Heartbeat:
             return
         if row is None:
             log.warning("claim_lost", job_id=str(self.claim.id))
-            self.lost.set()
+            self._must_stop(self.lost)
             return
         if row["cancel_requested"] and not self.cancel_requested.is_set():
             log.info("cancel_requested", job_id=str(self.claim.id))
-            self.cancel_requested.set()
+            self._must_stop(self.cancel_requested)
+
+    def _must_stop(self, why: threading.Event) -> None:
+        why.set()
+        if self.on_stop is not None:
+            self.on_stop()
 
     # -- progress ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from runner.dbconn import TooDeep
 from runner.queue import Claim, Queue
 from runner.settings import Settings
 from runner.staging import take as take_staged
+from runner.wakeup import Wakeup
 from runner.workspace import KEPT_WORK, PAYLOAD_FILE, Workspace
 
 log = structlog.get_logger("runner.job")
@@ -139,8 +140,10 @@ class JobRun:
         log.info("agent_starting", agent=agent.name, cwd=str(command.cwd), timeout_s=timeout)
         budget.log_limits(limits)
         deadline = time.monotonic() + timeout
-        with Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
-                       self.settings.lease_seconds, start_on_enter=False) as heartbeat:
+        # (the Wakeup outlives the heartbeat's thread, which may wake it until it ends)
+        with Wakeup() as waking, Heartbeat(self.settings.dsn, self.settings.worker_id, self.claim,
+                                           self.settings.lease_seconds, start_on_enter=False) as heartbeat:
+            heartbeat.on_stop = waking.wake  # a cancel or a lost claim: the agent loop acts now
 
             def should_stop() -> StopReason | None:
                 if self.stop.is_set():
@@ -166,7 +169,7 @@ class JobRun:
                         command, reader=reader, emit=self.sink.agent_line, should_stop=should_stop,
                         grace_seconds=self.settings.kill_grace_seconds,
                         output_dir=self.workspace.job_dir, agent=self.settings.agent,
-                        on_spawn=spawned)
+                        on_spawn=spawned, wakeup=waking)
                 finally:
                     state.clear_agent(state_dir, self.settings.worker_id)
                 log.info("agent_exited", exit_code=result.exit_code, stopped=result.stop_reason,

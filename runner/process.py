@@ -27,8 +27,11 @@ from runner.errors import AgentNotFound
 from runner.outcome import EarlyStop, Outcome, StopReason
 from runner.procgroup import group_members, kill_attempt, kill_group, terminate  # noqa: F401
 from runner.staging import take as take_staged
+from runner.wakeup import Wakeup, pidfd, readable
 from runner.workspace import STDERR_FILE, STDOUT_FILE  # noqa: F401 - for callers
 
+# The longest the loop waits for output: it follows the files by polling. The agent's
+# exit (its pidfd) and a stop asked by the heartbeat (``wakeup``) end the wait at once.
 _POLL_SECONDS = 0.05
 
 
@@ -48,13 +51,14 @@ def run_agent(
     command: AgentCommand, *, reader: StreamReader, emit: Callable[[str, str], None],
     should_stop: Callable[[], str | None], grace_seconds: float,
     on_spawn: Callable[[int], None] | None = None, output_dir: Path | None = None,
-    agent: AgentUser | None = None,
+    agent: AgentUser | None = None, wakeup: Wakeup | None = None,
 ) -> ProcessResult:
     """Spawn, hand every line to ``emit`` and ``reader`` in order, and stop when asked.
 
-    ``should_stop`` is polled a few times a second; a non-None answer is the reason the
-    attempt is terminated. A reader's ``EarlyStop`` terminates it too. ``output_dir``
-    holds the output files (the job directory; default: the command's cwd's parent).
+    ``should_stop`` is asked at every turn of the loop (at least 20 times a second, and at
+    once when ``wakeup`` is woken); a non-None answer is the reason the attempt is
+    terminated. A reader's ``EarlyStop`` terminates it too. ``output_dir`` holds the
+    output files (the job directory; default: the command's cwd's parent).
     """
     started = time.monotonic()
     job_id = command.env.get("RUNNER_JOB_ID", "")
@@ -76,6 +80,7 @@ def run_agent(
                                 f"(check the RUNNER_*_BIN settings and PATH)") from exc
         except PermissionError as exc:
             raise AgentNotFound(f"the agent's program {command.argv[0]!r} is not executable") from exc
+    exited_fd = pidfd(proc.pid)  # before anything can reap it: the pid is still ours
     if on_spawn is not None:
         on_spawn(proc.pid)  # the group id: start_new_session makes the agent its leader
 
@@ -85,7 +90,8 @@ def run_agent(
     early: Outcome | None = None
 
     def stop_attempt() -> None:
-        terminate(proc.pid, grace_seconds, job_id, agent, exited=lambda: proc.poll() is not None)
+        terminate(proc.pid, grace_seconds, job_id, agent, exited=lambda: proc.poll() is not None,
+                  exited_fd=exited_fd)
 
     def handle(stream: str, line: str) -> None:
         nonlocal early, stop_reason
@@ -112,7 +118,9 @@ def run_agent(
                 if stop_reason is not None:
                     stop_attempt()
             if not got:
-                time.sleep(_POLL_SECONDS)
+                woken = wakeup.fileno() if wakeup is not None else None
+                if woken in readable([exited_fd, woken], _POLL_SECONDS):
+                    wakeup.clear()  # type: ignore[union-attr] - woken is not None here
     finally:
         if proc.poll() is None:
             stop_attempt()
@@ -124,6 +132,8 @@ def run_agent(
         for f in followers:  # the writers are gone: read to the end, in order per stream
             for line in f.drain():
                 handle(f.stream, line)
+        if exited_fd is not None:
+            os.close(exited_fd)
         if agent is not None and agent.isolated and stop_reason != "lease_lost":
             reclaim_home(out_dir)  # not after a lost claim: the home may be the new owner's
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),

@@ -12,6 +12,7 @@ its environment (readable to us: same uid).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from collections.abc import Iterable
@@ -115,14 +116,20 @@ def kill_attempt(job_id: str, agent: AgentUser | None, rounds: int = 20) -> int:
 
 
 def terminate(pid: int, grace: float, job_id: str, agent: AgentUser | None,
-              exited=None) -> None:
+              exited=None, exited_fd: int | None = None) -> None:
     """SIGTERM the agent's group first (the CLI ends its own tools), wait up to ``grace``
-    for it to go, then SIGKILL whatever remains of the attempt, in any session."""
+    for it to go, then SIGKILL whatever remains of the attempt, in any session.
+    ``exited_fd``: the leader's pidfd, so its exit ends the wait at once (the rest of its
+    group, rarely still there then, is looked for every 50 ms)."""
     kill_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if (exited is None or exited()) and not group_alive(pid):
+        leader_gone = exited is None or exited()
+        if leader_gone and not group_alive(pid):
             break
-        time.sleep(0.05)
+        if leader_gone or exited_fd is None:
+            time.sleep(0.05)
+        else:
+            select.select([exited_fd], [], [], min(0.05, max(deadline - time.monotonic(), 0.0)))
     kill_group(pid, signal.SIGKILL)
     kill_attempt(job_id, agent)
