@@ -74,10 +74,10 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def _claude_setup(tmp: Path, i: int, api_url: str) -> tuple[dict[str, str], dict]:
+def _claude_setup(tmp: Path, tag: str, api_url: str) -> tuple[dict[str, str], dict]:
     from tests.tools.claude_bin import claude_bin
 
-    home = tmp / f"home-{i}"
+    home = tmp / f"home-{tag}"
     home.mkdir()
     extra = {"RUNNER_CLAUDE_BIN": str(claude_bin()), "ANTHROPIC_BASE_URL": api_url,
              "ANTHROPIC_API_KEY": "sk-ant-api03-fake-loopback-bench", "HOME": str(home)}
@@ -96,12 +96,12 @@ def one_stop(url: str, tmp: Path, i: int, how: str, api=None,
     wid = f"bench-cancel-{tag}"
     program = AGENT_DONE if how == "done" else AGENT
     extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{program}\" {pidfile}"}
-    if src is not None:
-        extra["PYTHONPATH"] = src
     config: dict = {"agent": "command"}
     if api is not None:
-        extra, config = _claude_setup(tmp, i, api.base_url)
+        extra, config = _claude_setup(tmp, tag, api.base_url)
         asked_before = len(api.message_requests)
+    if src is not None:
+        extra["PYTHONPATH"] = src
     env = runner_env(url, tmp / "rt", RUNNER_WORKER_ID=wid, RUNNER_WAIT_SECONDS="0",
                      RUNNER_LEASE_SECONDS="600", **extra)
     state_file = tmp / "rt" / "state"

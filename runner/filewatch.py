@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import select
 import time
@@ -13,13 +14,18 @@ from pathlib import Path
 _IN_MODIFY, _IN_CLOSE_WRITE, _IN_NONBLOCK, _IN_CLOEXEC = 0x2, 0x8, 0o4000, 0o2000000
 
 
+@functools.cache
 def _libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.inotify_init1  # noqa: B018 - present only on Linux
-        return libc
-    except (OSError, AttributeError):
-        return None
+    """The C library, once per process: the interpreter's own symbols first (no search;
+    ``find_library`` may run ``ldconfig``), by name where those lack inotify."""
+    for name in (lambda: None, lambda: ctypes.util.find_library("c") or "libc.so.6"):
+        try:
+            libc = ctypes.CDLL(name(), use_errno=True)
+            libc.inotify_init1  # noqa: B018 - present only on Linux
+            return libc
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 class FileWatch:
@@ -48,10 +54,15 @@ class FileWatch:
             return
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if ready:
-            try:
-                os.read(self.fd, 65536)  # the events themselves do not matter
-            except BlockingIOError:
+            self.drain()
+
+    def drain(self) -> None:
+        """Read the events waiting (what they say does not matter: the file grew)."""
+        try:
+            while os.read(self.fd, 65536):
                 pass
+        except (BlockingIOError, OSError):
+            pass
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.agent_output import Follower
+from runner.filewatch import FileWatch
 from runner.agent_user import AgentUser
 from runner.agents.base import AgentCommand, RunOutput, StreamReader
 from runner.errors import AgentNotFound
@@ -30,8 +31,9 @@ from runner.staging import take as take_staged
 from runner.wakeup import Wakeup, pidfd, readable
 from runner.workspace import STDERR_FILE, STDOUT_FILE  # noqa: F401 - for callers
 
-# The longest the loop waits for output: it follows the files by polling. The agent's
-# exit (its pidfd) and a stop asked by the heartbeat (``wakeup``) end the wait at once.
+# The longest the loop waits: output (inotify on the two files), the agent's exit (its
+# pidfd) and a stop asked by the heartbeat (``wakeup``) end the wait at once; where one
+# of them is not available the poll finds it.
 _POLL_SECONDS = 0.05
 
 
@@ -85,6 +87,7 @@ def run_agent(
         on_spawn(proc.pid)  # the group id: start_new_session makes the agent its leader
 
     followers = [Follower(out_path, "stdout"), Follower(err_path, "stderr")]
+    watches = [w for w in (FileWatch(out_path), FileWatch(err_path)) if not w.polling]
     stderr_tail: deque[str] = deque(maxlen=20)
     stop_reason: str | None = None
     early: Outcome | None = None
@@ -119,8 +122,12 @@ def run_agent(
                     stop_attempt()
             if not got:
                 woken = wakeup.fileno() if wakeup is not None else None
-                if woken in readable([exited_fd, woken], _POLL_SECONDS):
+                ready = readable([exited_fd, woken, *(w.fd for w in watches)], _POLL_SECONDS)
+                if woken in ready:
                     wakeup.clear()  # type: ignore[union-attr] - woken is not None here
+                for w in watches:
+                    if w.fd in ready:
+                        w.drain()
     finally:
         if proc.poll() is None:
             stop_attempt()
@@ -134,6 +141,8 @@ def run_agent(
                 handle(f.stream, line)
         if exited_fd is not None:
             os.close(exited_fd)
+        for w in watches:
+            w.close()
         if agent is not None and agent.isolated and stop_reason != "lease_lost":
             reclaim_home(out_dir)  # not after a lost claim: the home may be the new owner's
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),

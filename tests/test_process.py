@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,12 @@ class Collect(StreamReader):
             raise EarlyStop(Outcome(Verdict.FAILED, reason="the stream said so"))
 
 
-def _command(tmp_path: Path, script: str, job_id: str = "job-proc-test") -> AgentCommand:
+def _command(tmp_path: Path, script: str, job_id: str | None = None) -> AgentCommand:
     work = tmp_path / "job" / "work"
     work.mkdir(parents=True, exist_ok=True)
+    # An id of its own: the end of every run SIGKILLs whatever carries its job's marker,
+    # and another test may run at the same moment in the other xdist worker.
+    job_id = job_id or f"job-proc-test-{uuid.uuid4().hex[:8]}"
     env = {"PATH": os.environ["PATH"], "RUNNER_JOB_ID": job_id}
     return AgentCommand(argv=[sys.executable, "-c", script], env=env, cwd=work)
 
@@ -81,7 +85,7 @@ def test_a_stop_request_ends_the_agent_and_what_it_started_in_another_session(tm
             return StopReason.CANCELLED
         return None
 
-    result, emitted = _run(_command(tmp_path, script, job_id="job-stop-test"), Collect(), should_stop)
+    result, emitted = _run(_command(tmp_path, script), Collect(), should_stop)
     grandchild = pid_in(pidfile)
     assert result.stop_reason == StopReason.CANCELLED
     assert ("stdout", "started") in emitted

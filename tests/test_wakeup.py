@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from runner import heartbeat, process
@@ -42,8 +43,10 @@ def in_thread(fn):
 def command(tmp_path: Path, script: str) -> AgentCommand:
     work = tmp_path / "job" / "work"
     work.mkdir(parents=True, exist_ok=True)
+    # an id of its own: a run's end SIGKILLs whatever carries its marker (other xdist worker)
+    marker = f"job-wakeup-test-{uuid.uuid4().hex[:8]}"
     return AgentCommand(argv=[sys.executable, "-c", script],
-                        env={"PATH": os.environ["PATH"], "RUNNER_JOB_ID": "job-wakeup-test"}, cwd=work)
+                        env={"PATH": os.environ["PATH"], "RUNNER_JOB_ID": marker}, cwd=work)
 
 
 def test_a_wake_makes_it_readable_until_cleared_and_a_closed_one_ignores_wakes():
@@ -129,3 +132,27 @@ def test_the_heartbeat_hears_a_cancel_and_ends_with_the_job_without_its_slice(db
 
         assert in_thread(run)
     worker.close()
+
+
+def test_a_line_the_agent_prints_reaches_the_log_while_it_still_runs(tmp_path, monkeypatch):
+    """inotify on its output files: the line is handed on when written, not at the next
+    poll (an hour here) nor at the agent's exit."""
+    monkeypatch.setattr(process, "_POLL_SECONDS", HOUR)
+    go = tmp_path / "go"
+    script = (f"import os, time; print('first line', flush=True); end = time.time() + 60\n"
+              f"while not os.path.exists({str(go)!r}) and time.time() < end: time.sleep(0.01)\n")
+    seen = threading.Event()
+
+    def emit(stream: str, line: str) -> None:
+        if line == "first line":
+            seen.set()
+
+    def release_when_seen():
+        if seen.wait(WATCHDOG):
+            go.touch()
+
+    threading.Thread(target=release_when_seen, daemon=True).start()
+    result = in_thread(lambda: process.run_agent(
+        command(tmp_path, script), reader=Nothing(), emit=emit, should_stop=lambda: None,
+        grace_seconds=2.0))
+    assert seen.is_set() and result.exit_code == 0
