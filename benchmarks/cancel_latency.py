@@ -21,6 +21,8 @@ trip measured in the same run.
 * agent done: the same agent, but it exits 0 by itself the moment a file appears; from
   the file's creation to the ``succeeded`` status NOTIFY (the job recorded) — the wait
   after every job's end.
+* agent line: the same agent prints one line the moment a file appears; from the file's
+  creation to the line in the job's log file (what ``runner logs -f`` follows).
 * ``--baseline REV``: the same samples, interleaved one by one, through ``one_job`` as of
   that git revision (``git archive`` of its ``runner/``).
 * ``--claude N``: N cancels of the real Claude Code CLI (tests/tools/claude_bin.py) while
@@ -53,6 +55,11 @@ AGENT = ("import os,subprocess,sys,time;open(sys.argv[1],'w').write(str(os.getpi
 # Done by itself: exits 0 once <pidfile>.go exists (looked for every millisecond).
 AGENT_DONE = ("import os,sys,time;open(sys.argv[1],'w').write(str(os.getpid()));"
               "go=sys.argv[1]+'.go'\nwhile not os.path.exists(go): time.sleep(0.001)")
+# Prints one line once <pidfile>.go exists, then exits once <pidfile>.go2 does.
+AGENT_LINE = ("import os,sys,time;open(sys.argv[1],'w').write(str(os.getpid()));"
+              "go=sys.argv[1]+'.go'\nwhile not os.path.exists(go): time.sleep(0.001)\n"
+              "print('bench-line', flush=True);end=time.time()+60\n"
+              "while not os.path.exists(go+'2') and time.time()<end: time.sleep(0.01)")
 
 
 def ms(seconds: float) -> float:
@@ -94,7 +101,7 @@ def one_stop(url: str, tmp: Path, i: int, how: str, api=None,
     tag = f"{how}-{i}-{abs(hash(src)) % 10**6}"
     pidfile = tmp / f"agent-{tag}.pid"
     wid = f"bench-cancel-{tag}"
-    program = AGENT_DONE if how == "done" else AGENT
+    program = {"done": AGENT_DONE, "line": AGENT_LINE}.get(how, AGENT)
     extra = {"RUNNER_AGENT_COMMAND": f"{sys.executable} -c \"{program}\" {pidfile}"}
     config: dict = {"agent": "command"}
     if api is not None:
@@ -133,6 +140,17 @@ def one_stop(url: str, tmp: Path, i: int, how: str, api=None,
             for _ in listen.notifies(timeout=0):  # drop what came before
                 pass
             t0 = time.perf_counter()
+            if how == "line":
+                (tmp / f"agent-{tag}.pid.go").touch()
+                job_log = tmp / "rt" / "logs" / "jobs" / f"{job['id']}.log"
+                while b"bench-line" not in job_log.read_bytes():  # every 0.2 ms (_wait: 5 ms)
+                    if time.perf_counter() - t0 > 10:
+                        raise RuntimeError("the agent's line did not reach the job's log in 10 s")
+                    time.sleep(0.0002)
+                seen = time.perf_counter() - t0
+                (tmp / f"agent-{tag}.pid.go2").touch()
+                proc.wait(30)
+                return seen, None
             if how == "done":
                 (tmp / f"agent-{tag}.pid.go").touch()
                 for note in listen.notifies(timeout=10):
@@ -185,7 +203,7 @@ def main() -> None:
         with fresh_database("cancel") as url, tempfile.TemporaryDirectory() as tmpd:
             load = loadavg()
             raw = raw_notify(url, 200)
-            got = {name: {"cancel": [], "recorded": [], "lost": [], "done": [], "claude": []}
+            got = {name: {"cancel": [], "recorded": [], "lost": [], "done": [], "line": [], "claude": []}
                    for name, _ in variants}
             for i in range(n):
                 for name, src in variants:  # interleaved, one sample each
@@ -196,6 +214,7 @@ def main() -> None:
                         g["recorded"].append(rec)
                     g["lost"].append(one_stop(url, Path(tmpd), i, "claim", src=src)[0])
                     g["done"].append(one_stop(url, Path(tmpd), i, "done", src=src)[0])
+                    g["line"].append(one_stop(url, Path(tmpd), i, "line", src=src)[0])
             if args.claude:
                 from tests.fakes.anthropic_api import FakeAnthropic, slow_text
 
@@ -212,6 +231,7 @@ def main() -> None:
                     ms(pct(recorded, 50)) if recorded else float("nan"),
                     ms(pct(g["lost"], 50)), ms(pct(g["lost"], 95)), ms(max(g["lost"])),
                     ms(pct(g["done"], 50)), ms(pct(g["done"], 95)),
+                    ms(pct(g["line"], 50)), ms(pct(g["line"], 95)),
                     len(claude), ms(pct(claude, 50)) if claude else float("nan"),
                     ms(pct(claude, 95)) if claude else float("nan"),
                     ms(max(claude)) if claude else float("nan"), loadavg()])
@@ -224,7 +244,8 @@ def main() -> None:
                  "cancel→gone p50", "cancel→gone p95", "cancel→gone max",
                  "cancel→`cancelled` NOTIFY p50", "claim lost→gone p50", "claim lost→gone p95",
                  "claim lost→gone max", "agent done→`succeeded` NOTIFY p50",
-                 "agent done→`succeeded` p95", "n claude", "claude cancel→gone p50",
+                 "agent done→`succeeded` p95", "agent line→job log p50", "agent line→job log p95",
+                 "n claude", "claude cancel→gone p50",
                  "claude cancel→gone p95", "claude cancel→gone max", "load after"], out))
 
 

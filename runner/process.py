@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.agent_output import Follower
-from runner.filewatch import FileWatch
+from runner.filewatch import FileWatch, close_in_background
 from runner.agent_user import AgentUser
 from runner.agents.base import AgentCommand, RunOutput, StreamReader
 from runner.errors import AgentNotFound
@@ -141,8 +141,7 @@ def run_agent(
                 handle(f.stream, line)
         if exited_fd is not None:
             os.close(exited_fd)
-        for w in watches:
-            w.close()
+        close_in_background(watches)
         if agent is not None and agent.isolated and stop_reason != "lease_lost":
             reclaim_home(out_dir)  # not after a lost claim: the home may be the new owner's
     return ProcessResult(exit_code, stop_reason, early, list(stderr_tail),
