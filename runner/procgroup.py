@@ -12,12 +12,12 @@ its environment (readable to us: same uid).
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 from collections.abc import Iterable
 
 from runner.agent_user import AgentUser
+from runner.wakeup import readable
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -130,6 +130,6 @@ def terminate(pid: int, grace: float, job_id: str, agent: AgentUser | None,
         if leader_gone or exited_fd is None:
             time.sleep(0.05)
         else:
-            select.select([exited_fd], [], [], min(0.05, max(deadline - time.monotonic(), 0.0)))
+            readable([exited_fd], min(0.05, max(deadline - time.monotonic(), 0.0)))
     kill_group(pid, signal.SIGKILL)
     kill_attempt(job_id, agent)

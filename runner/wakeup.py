@@ -54,13 +54,13 @@ class Wakeup:
 
 def readable(fds: Sequence[int | None], seconds: float) -> set[int]:
     """Wait up to ``seconds`` until one of ``fds`` (None: left out) is readable; the
-    readable ones. With none at all it is a plain sleep."""
-    watched = [fd for fd in fds if fd is not None]
-    if not watched:
-        select.select([], [], [], max(seconds, 0.0))
-        return set()
-    ready, _, _ = select.select(watched, [], [], max(seconds, 0.0))
-    return set(ready)
+    readable ones (a closed peer or an error counts: reading will tell). With none at all
+    it is a plain sleep. poll(), not select(): no limit on the descriptors' numbers."""
+    poller = select.poll()
+    for fd in fds:
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+    return {fd for fd, _events in poller.poll(max(seconds, 0.0) * 1000)}
 
 
 def pidfd(pid: int) -> int | None:
