@@ -111,8 +111,11 @@ class Heartbeat:
                 self._latest = None  # the urgent one is newer and holds everything
             else:
                 self._latest = snapshot
-        if urgent:
-            self._wake.wake()  # a tool's start or end is shown now, not at the slice's end
+        # A tool's start or end is shown now, not at the slice's end — unless a batch went
+        # out less than a slice ago: then the slice's end takes it, so an agent that prints
+        # tool events without end still costs at most one batch of writes per slice.
+        if urgent and time.monotonic() - self._last_progress >= LISTEN_SLICE_SECONDS:
+            self._wake.wake()
 
     def stop_reason(self) -> str | None:
         if self.lost.is_set():
@@ -190,10 +193,16 @@ class Heartbeat:
             # socket no longer shows it: read first, then wait on the socket and the Wakeup.
             if self._notified(conn):
                 return True
-            if self._wake.fileno() in readable([conn.fileno(), self._wake.fileno()], seconds):
-                self._wake.clear()
-                return False
-            return self._notified(conn)
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                ready = readable([conn.fileno(), self._wake.fileno()], left)
+                if self._wake.fileno() in ready:
+                    self._wake.clear()
+                    return False
+                if ready and self._notified(conn):
+                    return True
+                # (other jobs' notifications: the slice goes on, as the wait it replaced)
+            return False
         except psycopg.OperationalError as exc:
             log.warning("heartbeat_listen_dropped", error=" ".join(str(exc).split()))
             self._close()

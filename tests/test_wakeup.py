@@ -156,3 +156,22 @@ def test_a_line_the_agent_prints_reaches_the_log_while_it_still_runs(tmp_path, m
         command(tmp_path, script), reader=Nothing(), emit=emit, should_stop=lambda: None,
         grace_seconds=2.0))
     assert seen.is_set() and result.exit_code == 0
+
+
+def test_urgent_snapshots_faster_than_a_slice_wait_for_it_as_one_batch(db_url, monkeypatch):
+    """The first urgent snapshot wakes the thread; ones that follow within a slice of that
+    write wait for the slice's end and go out together: an agent printing tool events
+    without end costs one batch of writes per slice, as before the wake-up."""
+    monkeypatch.setattr(heartbeat, "LISTEN_SLICE_SECONDS", 3.0)
+    worker = Queue.open(db_url, "hb-burst")
+    worker.enqueue(prompt="p")
+    claim = worker.claim(["default"], 90)
+    with Heartbeat(db_url, "hb-burst", claim, lease_seconds=90, interval=HOUR) as hb:
+        hb.report({"tool": "Bash", "state": "started"}, urgent=True)
+        wait_for(lambda: hb.progress_written == 1, WATCHDOG, "the first snapshot, at once")
+        hb.report({"tool": "Bash", "state": "ended"}, urgent=True)
+        hb.report({"tool": "Read", "state": "started"}, urgent=True)
+        time.sleep(0.3)
+        assert hb.progress_written == 1  # not woken: a batch went out less than a slice ago
+        wait_for(lambda: hb.progress_written == 3, WATCHDOG, "both, at the slice's end")
+    worker.close()
