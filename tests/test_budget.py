@@ -83,7 +83,9 @@ def _assistant(n: int) -> str:
 def test_max_tokens_stops_the_agent_and_the_job_fails_with_its_spend(fake_claude, queue, git_repo,
                                                                        tmp_path):
     pidfile = tmp_path / "agent.pid"
-    config = {**fake(stdout=[_assistant(1), _assistant(2), _assistant(3)], sleep=120,
+    # The file first, then the messages (then_stdout): the runner stops the agent the
+    # moment the second one is read, and the file must be there by then.
+    config = {**fake(then_stdout=[_assistant(1), _assistant(2), _assistant(3)], then_sleep=120,
                      pidfile=str(pidfile), write={"half-done.txt": "work in progress\n"}),
               "agent": "claude", "max_tokens": 30_000}
     job = queue.enqueue(prompt="work", repo_url=git_repo, config=config)
