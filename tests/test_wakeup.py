@@ -175,3 +175,24 @@ def test_urgent_snapshots_faster_than_a_slice_wait_for_it_as_one_batch(db_url, m
         assert hb.progress_written == 1  # not woken: a batch went out less than a slice ago
         wait_for(lambda: hb.progress_written == 3, WATCHDOG, "both, at the slice's end")
     worker.close()
+
+
+def test_without_pidfd_and_inotify_the_loop_still_sees_output_exit_and_stop(tmp_path, monkeypatch):
+    """An older kernel or a seccomp profile that refuses pidfd_open and inotify: the poll
+    (50 ms) finds what the descriptors would have told."""
+    class NoInotify:
+        polling, fd = True, -1
+
+    monkeypatch.setattr(process, "pidfd", lambda pid: None)
+    monkeypatch.setattr(process, "FileWatch", lambda path: NoInotify())
+    lines: list[str] = []
+    done = in_thread(lambda: process.run_agent(
+        command(tmp_path, "print('hello', flush=True); raise SystemExit(4)"), reader=Nothing(),
+        emit=lambda s, ln: lines.append(ln), should_stop=lambda: None, grace_seconds=2.0))
+    assert done.exit_code == 4 and lines == ["hello"]
+    asked = threading.Event()
+    threading.Timer(0.3, asked.set).start()
+    stopped = in_thread(lambda: process.run_agent(
+        command(tmp_path, "import time; time.sleep(600)"), reader=Nothing(), emit=lambda s, ln: None,
+        should_stop=lambda: StopReason.CANCELLED if asked.is_set() else None, grace_seconds=2.0))
+    assert stopped.stop_reason == StopReason.CANCELLED and stopped.exit_code == -15
