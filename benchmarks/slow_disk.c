@@ -32,20 +32,23 @@ static void slow_flush(void)
     errno = saved;
 }
 
+/* The real call of that name, after the flush's wait. */
+static int slow(int (**real)(int), const char *name, int fd)
+{
+    if (!*real)
+        *real = (int (*)(int))dlsym(RTLD_NEXT, name);
+    slow_flush();
+    return (*real)(fd);
+}
+
 int fdatasync(int fd)
 {
     static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    slow_flush();
-    return real(fd);
+    return slow(&real, "fdatasync", fd);
 }
 
 int fsync(int fd)
 {
     static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    slow_flush();
-    return real(fd);
+    return slow(&real, "fsync", fd);
 }

@@ -7,11 +7,12 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import select
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from runner.wakeup import drain, readable
 
 _IN_MODIFY, _IN_CLOSE_WRITE, _IN_NONBLOCK, _IN_CLOEXEC = 0x2, 0x8, 0o4000, 0o2000000
 
@@ -20,14 +21,16 @@ _IN_MODIFY, _IN_CLOSE_WRITE, _IN_NONBLOCK, _IN_CLOEXEC = 0x2, 0x8, 0o4000, 0o200
 def _libc():
     """The C library, once per process: the interpreter's own symbols first (no search;
     ``find_library`` may run ``ldconfig``), by name where those lack inotify."""
-    for name in (lambda: None, lambda: ctypes.util.find_library("c") or "libc.so.6"):
-        try:
-            libc = ctypes.CDLL(name(), use_errno=True)
-            libc.inotify_init1  # noqa: B018 - present only on Linux
-            return libc
-        except (OSError, AttributeError):
-            continue
-    return None
+    return _with_inotify(None) or _with_inotify(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _with_inotify(name: str | None):
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        libc.inotify_init1  # noqa: B018 - present only on Linux
+        return libc
+    except (OSError, AttributeError):
+        return None
 
 
 class FileWatch:
@@ -54,17 +57,12 @@ class FileWatch:
         if self.fd < 0:
             time.sleep(timeout)
             return
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if ready:
+        if readable([self.fd], timeout):
             self.drain()
 
     def drain(self) -> None:
         """Read the events waiting (what they say does not matter: the file grew)."""
-        try:
-            while os.read(self.fd, 65536):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        drain(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -76,7 +74,7 @@ def close_in_background(watches: Iterable[FileWatch]) -> None:
     """Close ``watches`` on a thread of their own: closing an inotify descriptor waits for
     the kernel's grace period (10-30 ms measured here), which is no reason to delay the
     job's record (the agent loop ends with this)."""
-    open_ones = [w for w in watches if not w.polling]
-    if open_ones:
-        threading.Thread(target=lambda: [w.close() for w in open_ones], daemon=True,
+    watches = list(watches)
+    if watches:
+        threading.Thread(target=lambda: [w.close() for w in watches], daemon=True,
                          name="inotify-close").start()

@@ -127,9 +127,8 @@ def terminate(pid: int, grace: float, job_id: str, agent: AgentUser | None,
         leader_gone = exited is None or exited()
         if leader_gone and not group_alive(pid):
             break
-        if leader_gone or exited_fd is None:
-            time.sleep(0.05)
-        else:
-            readable([exited_fd], min(0.05, max(deadline - time.monotonic(), 0.0)))
+        # the leader's exit ends the wait; with no leader left to wait for, a plain sleep
+        readable([None if leader_gone else exited_fd],
+                 min(0.05, max(deadline - time.monotonic(), 0.0)))
     kill_group(pid, signal.SIGKILL)
     kill_attempt(job_id, agent)

@@ -39,11 +39,7 @@ class Wakeup:
             pass  # full (already awake): nothing to add
 
     def clear(self) -> None:
-        try:
-            while os.read(self._read, 512):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        drain(self._read)
 
     def close(self) -> None:
         fds, (self._read, self._write) = (self._read, self._write), (-1, -1)
@@ -61,6 +57,16 @@ def readable(fds: Sequence[int | None], seconds: float) -> set[int]:
         if fd is not None:
             poller.register(fd, select.POLLIN)
     return {fd for fd, _events in poller.poll(max(seconds, 0.0) * 1000)}
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking descriptor empty (what it held does not matter, only that
+    something came: a wake-up, an inotify event)."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # BlockingIOError included: nothing more to read
+        pass
 
 
 def pidfd(pid: int) -> int | None:
